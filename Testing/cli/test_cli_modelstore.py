@@ -1,0 +1,225 @@
+"""Model download, verification, import and removal against a local HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from SATSegmentLib import modelstore
+from SATSegmentLib.errors import CancelledError, DownloadError, InputError, ModelError
+from SATSegmentLib.modelstore import store
+
+SEG = b"segmentation-weights " * 40000  # ~840 kB: several 1 MB-chunk reads are not needed, one cut is
+TEXT = b"text-encoder-weights " * 20000
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """Serves files like huggingface.co/<repo>/resolve/main: Range support, LFS SHA-256 header,
+    and switchable faults (cut connection, corrupt bytes, stall)."""
+
+    daemon_threads = True
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(("127.0.0.1", 0), _HubHandler)
+        self.files = files
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_after: int | None = None  # close the next response after this many bytes
+        self.corrupt = False
+        self.stall_seconds = 0.0
+        self.publish_sha = True
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _HubHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_GET(self) -> None:
+        hub: FakeHub = self.server
+        hub.requests.append((self.path, self.headers.get("Range")))
+        data = hub.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        if self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").split("-")[0])
+        body = data[start:]
+        if hub.corrupt:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        if hub.publish_sha:
+            self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+        self.end_headers()
+        if hub.stall_seconds:
+            time.sleep(hub.stall_seconds)
+        if hub.cut_after is not None:
+            self.wfile.write(body[: hub.cut_after])
+            hub.cut_after = None
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    server = FakeHub({"/Nano/nano.pth": SEG, "/Nano/nano_text_encoder.pth": TEXT})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("SATSEGMENT_MODEL_URL_BASE", server.base)
+    monkeypatch.setenv("SATSEGMENT_HOME", str(tmp_path / "home"))
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_installs_verified_model_with_progress(hub):
+    seen = []
+    folder = modelstore.download("nano", progress=lambda stage, cur, tot, msg: seen.append((stage, cur, tot)))
+    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert (folder / "text_encoder.pth").read_bytes() == TEXT
+    assert json.loads((folder / "sat_config.json").read_text())["variant"] == "nano"
+    assert modelstore.installed() == ["nano"]
+    assert modelstore.path_for("nano") == folder
+    assert seen[-1] == ("download", len(TEXT), len(TEXT))
+    assert modelstore.verify("nano")["segmentation.pth"] == hashlib.sha256(SEG).hexdigest()
+    recorded = json.loads((modelstore.model_home() / "checksums.json").read_text())
+    assert recorded["Nano/nano.pth"] == hashlib.sha256(SEG).hexdigest()
+    assert not list(folder.glob("*.part"))
+
+
+def test_resume_after_cut_connection_uses_range(hub):
+    hub.cut_after = 1000
+    folder = modelstore.download("nano")
+    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert ("/Nano/nano.pth", "bytes=1000-") in hub.requests
+
+
+def test_corrupt_bytes_leave_nothing_installed(hub):
+    hub.corrupt = True
+    with pytest.raises(DownloadError, match="Checksum mismatch"):
+        modelstore.download("nano")
+    assert modelstore.installed() == []
+    home = modelstore.model_home()
+    assert not [p for p in home.rglob("*") if p.suffix in (".pth", ".part")]
+
+
+def test_pinned_checksum_wins_over_published(hub, monkeypatch):
+    spec = store.registry()["nano"]["files"]["segmentation.pth"]
+    monkeypatch.setitem(spec, "sha256", "0" * 64)
+    with pytest.raises(DownloadError, match="0000000000"):
+        modelstore.download("nano")
+
+
+def test_missing_published_checksum_is_refused(hub):
+    hub.publish_sha = False
+    with pytest.raises(DownloadError, match="no SHA-256"):
+        modelstore.download("nano")
+    assert modelstore.installed() == []
+
+
+def test_404_names_the_registry(hub):
+    del hub.files["/Nano/nano_text_encoder.pth"]
+    with pytest.raises(DownloadError, match="404") as info:
+        modelstore.download("nano")
+    assert "registry.json" in info.value.hint
+    assert modelstore.installed() == []
+
+
+def test_timeout_is_a_download_error(hub):
+    hub.stall_seconds = 2.0
+    with pytest.raises(DownloadError, match="failed after"):
+        modelstore.download("nano", timeout=0.3)
+
+
+def test_cancel_keeps_part_for_resume(hub):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        modelstore.download("nano", cancel=cancel)
+    assert modelstore.installed() == []
+    folder = modelstore.download("nano")
+    assert (folder / "segmentation.pth").read_bytes() == SEG
+
+
+def test_verify_detects_corruption_and_remove(hub):
+    folder = modelstore.download("nano")
+    with open(folder / "text_encoder.pth", "r+b") as f:
+        f.write(b"X")
+    with pytest.raises(ModelError, match="corrupt") as info:
+        modelstore.verify("nano")
+    assert "models remove nano" in info.value.hint
+    assert modelstore.remove("nano") is True
+    assert modelstore.installed() == []
+    with pytest.raises(ModelError, match="not installed") as info:
+        modelstore.path_for("nano")
+    assert "satsegment models download nano" in info.value.hint
+
+
+def _official_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "offline" / "Nano"
+    folder.mkdir(parents=True)
+    (folder / "nano.pth").write_bytes(SEG)
+    (folder / "nano_text_encoder.pth").write_bytes(TEXT)
+    return folder
+
+
+def test_import_from_folder_and_zip(hub, tmp_path):
+    folder = _official_folder(tmp_path)
+    installed = modelstore.import_model("nano", folder.parent)
+    assert (installed / "segmentation.pth").read_bytes() == SEG
+    assert modelstore.verify("nano")
+    with pytest.raises(InputError, match="already installed"):
+        modelstore.import_model("nano", folder)
+    modelstore.remove("nano")
+    archive = tmp_path / "nano.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(folder / "nano.pth", "SAT/Nano/nano.pth")
+        z.write(folder / "nano_text_encoder.pth", "SAT/Nano/nano_text_encoder.pth")
+    installed = modelstore.import_model("nano", archive)
+    assert (installed / "text_encoder.pth").read_bytes() == TEXT
+
+
+def test_import_checks_recorded_hub_checksum(hub, tmp_path):
+    modelstore.download("nano")
+    modelstore.remove("nano")
+    folder = _official_folder(tmp_path)
+    (folder / "nano.pth").write_bytes(SEG[:-1] + b"!")
+    with pytest.raises(ModelError, match="official file"):
+        modelstore.import_model("nano", folder)
+    assert modelstore.installed() == []
+
+
+def test_import_rejects_incomplete_folder(hub, tmp_path):
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "nano.pth").write_bytes(SEG)
+    with pytest.raises(InputError, match="nano_text_encoder.pth"):
+        modelstore.import_model("nano", folder)
+    assert modelstore.installed() == []
+
+
+def test_unknown_model_name():
+    with pytest.raises(InputError, match="Unknown model name"):
+        modelstore.path_for("mega")
+
+
+def test_registry_has_both_official_models():
+    reg = modelstore.registry()
+    assert reg["nano"]["files"]["segmentation.pth"]["path"] == "Nano/nano.pth"
+    assert reg["pro"]["files"]["segmentation.pth"]["path"] == "Pro/SAT_Pro.pth"
+    assert reg["pro"]["files"]["text_encoder.pth"]["path"] == "Pro/text_encoder.pth"
+    assert "no licence" in modelstore.licence_note()

@@ -1,0 +1,195 @@
+"""Read a 3D scan (NIfTI, NRRD, MHA or a DICOM series folder) with SimpleITK and check it is usable.
+
+Every problem a user can cause (missing file, corrupt gzip, 2D or 4D image, bad spacing, NaN voxels,
+folder without DICOM) becomes an `errors.InputError` saying what was wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+#: Spacing outside this range (mm) is almost certainly a broken header, not a real scan.
+MIN_SPACING_MM = 0.01
+MAX_SPACING_MM = 50.0
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_DICOM_MODALITY_TAG = "0008|0060"
+
+
+def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
+    """Read a scan file or DICOM series folder as a validated float32 `SimpleITK.Image` plus metadata.
+
+    Metadata keys: `path`, `format` ('nifti' | 'nrrd' | 'metaimage' | 'dicom' | other), `identity`
+    (path, mtime and size, for caches), `modality` (DICOM Modality tag, upper-case, or None),
+    `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry)
+    and `notes` (human-readable remarks, e.g. which DICOM series was picked).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
+    if path.is_dir():
+        image, meta = _read_dicom_folder(path)
+    else:
+        image, meta = _read_file(path)
+    meta["path"] = str(path)
+    meta["identity"] = _identity(path)
+    image = validate_image(image, source=str(path))
+    meta.setdefault("ras_affine", ras_affine_of(image))
+    return image, meta
+
+
+def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:
+    """Check that `image` is a usable single-channel 3D volume and return it cast to float32."""
+    if not isinstance(image, sitk.Image):
+        raise InputError(f"Expected a SimpleITK.Image for {source}, got {type(image).__name__}.", "Pass a file path or a SimpleITK.Image.")
+    dim = image.GetDimension()
+    if dim == 4:
+        raise InputError(
+            f"{source} is a 4D image (size {image.GetSize()}): SAT segments one 3D volume.",
+            "Extract a single 3D volume (one time point or phase) and segment that.",
+        )
+    if dim != 3:
+        raise InputError(f"{source} is a {dim}D image: SAT needs a 3D volume.", "Give a 3D scan (a volume file or a whole DICOM series).")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image).",
+            "Give a single-channel (greyscale) CT, MR or PET volume.",
+        )
+    size = image.GetSize()
+    if min(size) == 0:
+        raise InputError(f"{source} has an empty axis (size {size}).", "The file is incomplete; export the volume again.")
+    if min(size) < 2:
+        raise InputError(
+            f"{source} has a single slice along one axis (size {size}): that is a 2D image.",
+            "SAT segments 3D volumes; load the whole series or volume.",
+        )
+    _check_spacing(image.GetSpacing(), source)
+    if image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
+        raise InputError(f"{source} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
+    return image
+
+
+def ras_affine_of(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix mapping voxel index (i, j, k) = SimpleITK (x, y, z) to RAS millimetres."""
+    return LPS_TO_RAS @ lps_affine_of(image)
+
+
+def lps_affine_of(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix mapping voxel index (i, j, k) to SimpleITK's LPS physical millimetres."""
+    affine = np.eye(4)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    affine[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=float)
+    affine[:3, 3] = image.GetOrigin()
+    return affine
+
+
+#: RAS = diag(-1, -1, 1) · LPS (SimpleITK's physical space is LPS, NIfTI/nibabel/MONAI use RAS).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _check_spacing(spacing: tuple[float, ...], source: str) -> None:
+    for s in spacing:
+        if not math.isfinite(s) or s <= 0:
+            raise InputError(f"{source} has an invalid voxel spacing {spacing}.", "Fix the image header (spacing must be positive and finite).")
+        if s < MIN_SPACING_MM or s > MAX_SPACING_MM:
+            raise InputError(
+                f"{source} has an implausible voxel spacing {tuple(round(v, 4) for v in spacing)} mm "
+                f"(expected {MIN_SPACING_MM}–{MAX_SPACING_MM} mm).",
+                "The header is probably wrong (e.g. spacing in metres or cm); fix the spacing and try again.",
+            )
+
+
+def _identity(path: Path) -> tuple[str, int, int]:
+    if path.is_dir():
+        files = [f for f in path.iterdir() if f.is_file()]
+        return (str(path.resolve()), max((f.stat().st_mtime_ns for f in files), default=0), sum(f.stat().st_size for f in files))
+    st = path.stat()
+    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(_NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    if name.endswith((".mha", ".mhd")):
+        return "metaimage"
+    return path.suffix.lstrip(".").lower() or "unknown"
+
+
+def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
+    fmt = _format_of(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(
+            f"Cannot read {path}: {_first_line(exc)}",
+            "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, or a DICOM folder.",
+        ) from None
+    meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": []}
+    if fmt == "nifti":
+        affine = _nibabel_affine(path)
+        if affine is not None and image.GetDimension() == 3:
+            # The official pipeline reads NIfTI geometry through nibabel; prefer its exact affine
+            # unless SimpleITK chose a different transform (qform vs sform), then stay consistent.
+            if np.allclose(affine, ras_affine_of(image), atol=1e-3):
+                meta["ras_affine"] = affine
+            else:
+                meta["notes"].append("nibabel and SimpleITK disagree on the NIfTI affine (qform/sform); using SimpleITK's.")
+    return image, meta
+
+
+def _nibabel_affine(path: Path) -> np.ndarray | None:
+    try:
+        import nibabel
+    except ImportError:
+        return None
+    try:
+        return np.asarray(nibabel.load(str(path)).affine, dtype=float)
+    except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry
+        return None
+
+
+def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, Any]]:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
+    if not series_ids:
+        raise InputError(
+            f"No DICOM series found in folder {folder}.",
+            "Give a folder that directly contains the .dcm files of one series, or a NIfTI/NRRD/MHA file.",
+        )
+    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
+    chosen = max(series_ids, key=lambda sid: len(files_by_series[sid]))
+    files = files_by_series[chosen]
+    notes = []
+    if len(series_ids) > 1:
+        notes.append(
+            f"Folder holds {len(series_ids)} DICOM series; using {chosen} ({len(files)} files, the largest). "
+            "Put each series in its own folder to choose another."
+        )
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"Cannot read the DICOM series in {folder}: {_first_line(exc)}", "Check that the series is complete and not corrupt.") from None
+    modality = reader.GetMetaData(0, _DICOM_MODALITY_TAG).strip().upper() if reader.HasMetaDataKey(0, _DICOM_MODALITY_TAG) else None
+    meta = {"format": "dicom", "modality": modality or None, "series_uid": chosen, "n_files": len(files), "notes": notes}
+    return image, meta
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # ITK messages start with the source location; the useful part is usually the last line.
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,63 @@
+"""SHA-256 fingerprints of weight files, remembered in a sidecar keyed by path, size and mtime."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SIDECAR = "fingerprints.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_sha256(path: str | Path, cache_dir: str | Path | None) -> str:
+    """SHA-256 of `path`, reusing the value stored in `cache_dir/fingerprints.json` while size and mtime match."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecar = Path(cache_dir) / SIDECAR if cache_dir is not None else None
+    known = _read(sidecar)
+    entry = known.get(str(path))
+    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and "sha256" in entry:
+        return entry["sha256"]
+    value = sha256_file(path)
+    if sidecar is not None:
+        known[str(path)] = {**stamp, "sha256": value}
+        _write(sidecar, known)
+    return value
+
+
+def fingerprint(paths: list[str | Path], cache_dir: str | Path | None) -> str:
+    """One hash for a set of weight files (order matters: segmentation, then text encoder)."""
+    combined = "\n".join(cached_sha256(p, cache_dir) for p in paths)
+    return hashlib.sha256(combined.encode()).hexdigest()
+
+
+def _read(sidecar: Path | None) -> dict:
+    if sidecar is None or not sidecar.is_file():
+        return {}
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(sidecar: Path, data: dict) -> None:
+    try:
+        sidecar.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=".fp-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, sidecar)
+    except OSError:
+        pass  # read-only location: the hash is simply recomputed next time

@@ -1,0 +1,222 @@
+"""Put SAT results into a segmentation node without losing anything the user already has.
+
+The worker writes a `.seg.nrrd` whose segments carry name, colour, standard terminology and
+provenance tags (`SATSegment.Prompt`, `.Term`, `.Model`, `.Date`). Here each one becomes a segment of
+the user's segmentation, with its own binary labelmap on the input volume's grid and a checksum tag
+of that labelmap, so a later run can tell a segment the user edited from one it may replace.
+Needs only Slicer's MRML layer (the `slicer-core` wheel is enough): no Qt.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+TAG_PROMPT = "SATSegment.Prompt"
+TAG_TERM = "SATSegment.Term"
+TAG_MODEL = "SATSegment.Model"
+TAG_DATE = "SATSegment.Date"
+TAG_CHECKSUM = "SATSegment.Checksum"  # labelmap checksum when the module created the segment
+BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+
+
+class ConflictPolicy(str, enum.Enum):
+    """What to do when the segmentation already has a segment with the new segment's name."""
+
+    AUTO = "auto"          # replace segments this module created and nobody edited; otherwise keep both
+    REPLACE = "replace"    # replace the existing segment(s) of that name
+    KEEP_BOTH = "keep"     # add the new segment under a numbered name
+    SKIP = "skip"          # leave the existing segment, do not add the new one
+
+
+@dataclass
+class ImportReport:
+    """What `importResults` did, by segment name."""
+
+    added: list[str] = field(default_factory=list)        # ids of the segments created from this result
+    replaced: list[str] = field(default_factory=list)
+    keptBoth: dict[str, str] = field(default_factory=dict)  # result name -> name given to the new segment
+    skipped: list[str] = field(default_factory=list)
+
+
+# -- labelmaps -------------------------------------------------------------------------------------
+
+
+def _segmentMask(segment: slicer.vtkSegment) -> tuple[np.ndarray, tuple[int, int, int], np.ndarray]:
+    """(mask z,y,x as bool, IJK of the array's first voxel, image-to-world 4x4) of one segment."""
+    image = segment.GetRepresentation(BINARY_LABELMAP)
+    matrix = vtk.vtkMatrix4x4()
+    if image is None or image.IsEmpty() or image.GetPointData().GetScalars() is None:
+        return np.zeros((0, 0, 0), bool), (0, 0, 0), np.eye(4)
+    image.GetImageToWorldMatrix(matrix)
+    extent = image.GetExtent()
+    dims = [extent[1] - extent[0] + 1, extent[3] - extent[2] + 1, extent[5] - extent[4] + 1]
+    values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(dims[::-1])
+    geometry = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return values == segment.GetLabelValue(), (extent[0], extent[2], extent[4]), geometry
+
+
+def segmentChecksum(segment: slicer.vtkSegment) -> str:
+    """Hash of a segment's voxels in absolute grid coordinates.
+
+    Independent of the label value, of the extent of a shared labelmap layer, and of other segments
+    in that layer, so merging layers (as the Segment Editor does) does not count as an edit.
+    """
+    mask, start, geometry = _segmentMask(segment)
+    digest = hashlib.sha256(np.round(geometry, 4).tobytes())
+    if mask.any():
+        nonzero = np.nonzero(mask)
+        low = [int(axis.min()) for axis in nonzero]
+        high = [int(axis.max()) + 1 for axis in nonzero]
+        cropped = mask[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+        digest.update(np.array([start[2] + low[0], start[1] + low[1], start[0] + low[2]], np.int64).tobytes())
+        digest.update(np.array(cropped.shape, np.int64).tobytes())
+        digest.update(np.packbits(cropped).tobytes())
+    return digest.hexdigest()
+
+
+def isUneditedModuleSegment(segment: slicer.vtkSegment) -> bool:
+    """True for a segment this module created whose labelmap nobody changed since."""
+    stored = vtk.mutable("")
+    return bool(segment.GetTag(TAG_CHECKSUM, stored)) and str(stored) == segmentChecksum(segment)
+
+
+def _binarySegment(source: slicer.vtkSegment) -> slicer.vtkSegment:
+    """A standalone copy of `source` with its own 0/1 labelmap (never a shared layer)."""
+    mask, _, _ = _segmentMask(source)
+    image = slicer.vtkOrientedImageData()
+    image.DeepCopy(source.GetRepresentation(BINARY_LABELMAP))
+    scalars = numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR)
+    image.GetPointData().SetScalars(scalars)
+    segment = slicer.vtkSegment()
+    segment.DeepCopyMetadata(source)
+    segment.AddRepresentation(BINARY_LABELMAP, image)
+    segment.SetLabelValue(1)
+    return segment
+
+
+def segmentVolumeMl(segment: slicer.vtkSegment) -> float:
+    """Volume of a segment's binary labelmap in millilitres."""
+    mask, _, geometry = _segmentMask(segment)
+    return float(mask.sum()) * abs(float(np.linalg.det(geometry[:3, :3]))) / 1000.0
+
+
+# -- reading results -------------------------------------------------------------------------------
+
+
+def readSegmentationFile(path: str) -> slicer.vtkSegmentation:
+    """Segments of a `.seg.nrrd` file, read by Slicer's own storage node into a scratch scene."""
+    scratch = slicer.vtkMRMLScene()
+    node = scratch.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    storage = scratch.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise OSError(f"Slicer could not read the segmentation file {path}")
+    return node.GetSegmentation()
+
+
+def _segmentIdsNamed(segmentation: slicer.vtkSegmentation, name: str) -> list[str]:
+    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    return [segmentId for segmentId in ids if segmentation.GetSegment(segmentId).GetName() == name]
+
+
+def _numberedName(segmentation: slicer.vtkSegmentation, name: str) -> str:
+    number = 2
+    while _segmentIdsNamed(segmentation, f"{name} ({number})"):
+        number += 1
+    return f"{name} ({number})"
+
+
+def _decide(policy: ConflictPolicy, segmentation: slicer.vtkSegmentation, existing: list[str]) -> ConflictPolicy:
+    """The action for one name: REPLACE, KEEP_BOTH or SKIP (AUTO resolved against the segments)."""
+    if not existing:
+        return ConflictPolicy.KEEP_BOTH  # nothing to conflict with: plain add
+    if policy is not ConflictPolicy.AUTO:
+        return policy
+    unedited = all(isUneditedModuleSegment(segmentation.GetSegment(segmentId)) for segmentId in existing)
+    return ConflictPolicy.REPLACE if unedited else ConflictPolicy.KEEP_BOTH
+
+
+def importResults(
+    segmentationNode: slicer.vtkMRMLSegmentationNode,
+    segNrrdPath: str,
+    policy: ConflictPolicy = ConflictPolicy.AUTO,
+    extraTags: dict[str, str] | None = None,
+) -> ImportReport:
+    """Add the segments of the worker's `.seg.nrrd` to `segmentationNode` following `policy`.
+
+    Saves an MRML undo state first. Existing segments are removed only under REPLACE, or under AUTO
+    when every segment of that name was created by this module and is unchanged.
+    """
+    source = readSegmentationFile(segNrrdPath)
+    target = segmentationNode.GetSegmentation()
+    if segmentationNode.GetScene() is not None:
+        segmentationNode.GetScene().SaveStateForUndo()
+    report = ImportReport()
+    wasModifying = segmentationNode.StartModify()
+    try:
+        for index in range(source.GetNumberOfSegments()):
+            segment = _binarySegment(source.GetNthSegment(index))
+            for key, value in (extraTags or {}).items():
+                segment.SetTag(key, value)
+            segment.SetTag(TAG_CHECKSUM, segmentChecksum(segment))
+            name = segment.GetName()
+            existing = _segmentIdsNamed(target, name)
+            action = _decide(ConflictPolicy(policy), target, existing)
+            if action is ConflictPolicy.SKIP:
+                report.skipped.append(name)
+                continue
+            if action is ConflictPolicy.REPLACE:
+                segmentId = existing[0]
+                position = target.GetSegmentIndex(segmentId)
+                for oldId in existing:
+                    target.RemoveSegment(oldId)
+                insertBefore = target.GetNthSegmentID(position) if position < target.GetNumberOfSegments() else ""
+                target.AddSegment(segment, segmentId, insertBefore)
+                report.replaced.append(name)
+            else:
+                if existing:
+                    segment.SetName(_numberedName(target, name))
+                    report.keptBoth[name] = segment.GetName()
+                segmentId = target.GenerateUniqueSegmentID(name)
+                target.AddSegment(segment, segmentId)
+            report.added.append(segmentId)
+    finally:
+        segmentationNode.EndModify(wasModifying)
+    return report
+
+
+# -- output node -----------------------------------------------------------------------------------
+
+
+def createOutputSegmentation(volumeNode: slicer.vtkMRMLScalarVolumeNode, name: str | None = None) -> slicer.vtkMRMLSegmentationNode:
+    """A new segmentation on the volume's grid, under the volume's transform and in its study."""
+    scene = volumeNode.GetScene()
+    segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name or f"{volumeNode.GetName()} SAT")
+    segmentationNode.CreateDefaultDisplayNodes()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    placeInSameStudy(segmentationNode, volumeNode)
+    return segmentationNode
+
+
+def placeInSameStudy(node: slicer.vtkMRMLNode, reference: slicer.vtkMRMLNode) -> None:
+    """Put `node` next to `reference` in the subject hierarchy (same parent item: study or folder)."""
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(reference.GetScene())
+    if hierarchy is None:
+        return
+    referenceItem = hierarchy.GetItemByDataNode(reference)
+    if not referenceItem:
+        return
+    parent = hierarchy.GetItemParent(referenceItem)
+    item = hierarchy.GetItemByDataNode(node)
+    if item:
+        hierarchy.SetItemParent(item, parent)
+    else:
+        hierarchy.CreateItem(parent, node)

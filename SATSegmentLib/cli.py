@@ -1,0 +1,262 @@
+"""`satsegment`: segment scans from the command line, browse SAT's vocabulary, manage models, run the worker.
+
+Heavy modules (torch, the model, SimpleITK) are imported only by the subcommands that need them,
+so `satsegment --help` and `satsegment terms` start fast. Exit codes come from `errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from . import __version__
+from .errors import CancelledError, InputError, SATSegmentError
+
+EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unknown prompt, 4 model missing or corrupt, "
+          "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="satsegment", description="Text-prompted 3D segmentation of CT, MRI and PET scans with SAT.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_segment(commands)
+    _add_terms(commands)
+    _add_models(commands)
+    serve = commands.add_parser("serve", help="run the persistent JSON-lines worker on stdin/stdout",
+                                description="Persistent worker speaking JSON lines on stdin/stdout (docs/worker-protocol.md). "
+                                            "Keeps the model loaded and caches the last volume's preprocessing and backbone features.",
+                                epilog=EPILOG)
+    serve.add_argument("--feature-cache-mb", type=float, default=None, metavar="MB",
+                       help="memory cap for cached backbone features of the last volume (default 4096; 0 disables)")
+    return parser
+
+
+def _add_segment(commands) -> None:
+    p = commands.add_parser("segment", help="segment structures named by text prompts in a scan",
+                            description="Segment the structures named by the prompts and write a Slicer .seg.nrrd "
+                                        "on the input's grid (one segment per prompt).", epilog=EPILOG)
+    p.add_argument("input", metavar="INPUT", help="NIfTI, NRRD or MHA file, or a folder with one DICOM series")
+    p.add_argument("-p", "--prompt", action="append", default=[], metavar="TEXT",
+                   help="structure to segment, e.g. liver or 'left kidney' (repeat for several)")
+    p.add_argument("--prompts-file", metavar="FILE", help="text file with one prompt per line ('#' starts a comment)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.seg.nrrd", help="output segmentation file (.seg.nrrd)")
+    p.add_argument("--modality", default="auto", choices=["auto", "ct", "mri", "pet"],
+                   help="image modality; 'auto' reads the DICOM Modality tag and refuses other inputs (default auto)")
+    p.add_argument("--model", default="nano", metavar="nano|pro|DIR",
+                   help="installed official model (nano, pro) or a model folder (default nano)")
+    p.add_argument("--checkpoint", metavar="SAT.pth", help="official SAT segmentation checkpoint downloaded by hand")
+    p.add_argument("--text-encoder-checkpoint", metavar="TE.pth", help="its paired official text-encoder checkpoint")
+    p.add_argument("--variant", choices=["nano", "pro"], help="architecture of --checkpoint")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device (default auto: CUDA if available)")
+    p.add_argument("--orientation", default="RAS", choices=["RAS", "ASR"],
+                   help="orientation SAT sees the volume in (default RAS, as the official inference)")
+    p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                   help="box in RAS mm: only windows covering it run; the result is pasted into the full grid")
+    p.add_argument("--split-dir", metavar="DIR", help="also write one NIfTI mask per prompt (<term>.nii.gz) into DIR")
+    p.add_argument("--progress", default="text", choices=["text", "json", "none"],
+                   help="progress on stderr as text (default), as JSON-lines events on stdout, or none")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--allow-free-text", action="store_true",
+                   help="run prompts that are not in SAT's vocabulary (after a warning) instead of refusing")
+    p.add_argument("--download", action="store_true",
+                   help="download the official model from huggingface.co/zzh99/SAT if it is not installed")
+
+
+def _add_terms(commands) -> None:
+    p = commands.add_parser("terms", help="list SAT's terms, or complete a query",
+                            description="Ranked SAT terms matching QUERY (synonyms and abbreviations understood), or all terms.",
+                            epilog=EPILOG)
+    p.add_argument("query", nargs="?", default="", metavar="QUERY", help="text to complete, e.g. 'kidn' or 'L3'")
+    p.add_argument("--modality", choices=["ct", "mri", "pet"], help="only terms SAT knows for this modality")
+    p.add_argument("--limit", type=int, default=20, help="maximum number of completions (default 20)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_models(commands) -> None:
+    p = commands.add_parser("models", help="list, download, verify, import or remove official SAT models",
+                            description="Manage the per-user model cache (SATSEGMENT_HOME overrides its location). "
+                                        "Downloads happen only through `models download` or `segment --download`.",
+                            epilog=EPILOG)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="official models, whether installed, size and GPU memory need")
+    for action, text in (("download", "download and verify a model (resumes an interrupted download)"),
+                         ("verify", "re-check the SHA-256 of an installed model's files"),
+                         ("remove", "delete an installed model and partial downloads")):
+        actions.add_parser(action, help=text).add_argument("name", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
+    imp = actions.add_parser("import", help="install from local files (offline sites)",
+                             description="Install a model from a folder or .zip holding the two official .pth files "
+                                         "(e.g. nano.pth + nano_text_encoder.pth) or a SATSegment model folder.")
+    imp.add_argument("name", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
+    imp.add_argument("path", metavar="PATH", help="folder or .zip file")
+    path = actions.add_parser("path", help="print the model cache folder, or an installed model's folder")
+    path.add_argument("name", nargs="?", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `satsegment` and `python -m SATSegmentLib`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    json_errors = getattr(args, "progress", None) == "json"
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return _report(CancelledError("Interrupted; nothing was written.", "Run the command again to restart (downloads resume)."), json_errors)
+    except SATSegmentError as exc:
+        return _report(exc, json_errors)
+    except Exception as exc:  # noqa: BLE001 - last resort: a readable message and exit 1, plus the traceback
+        from .server import as_user_error
+
+        import traceback
+        traceback.print_exc()
+        return _report(as_user_error(exc), json_errors)
+
+
+def _report(exc: SATSegmentError, json_errors: bool) -> int:
+    if json_errors:
+        _print_json({"event": "error", "id": None, **exc.to_dict()}, sys.stdout)
+    else:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        for suggestion in getattr(exc, "suggestions", [])[:8]:
+            print(f"  did you mean: {suggestion}", file=sys.stderr)
+    return exc.exit_code
+
+
+def _print_json(event: dict, stream: TextIO) -> None:
+    stream.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+    stream.flush()
+
+
+# ---- segment -----------------------------------------------------------------------------------
+
+def _segment(args) -> int:
+    from .server import SegmentRequest, Worker
+
+    request = SegmentRequest(
+        input=args.input, prompts=list(args.prompt) + _read_prompts_file(args.prompts_file), output=args.output,
+        modality=args.modality, model=args.model, checkpoint=args.checkpoint,
+        text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device,
+        orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
+        allow_free_text=args.allow_free_text, allow_download=args.download)
+    emit = {"json": lambda e: _print_json(e, sys.stdout), "text": _print_event, "none": _print_warnings_only}[args.progress]
+    result = Worker(feature_cache_mb=0).run(request, emit)
+    if args.progress == "json":
+        _print_json({"event": "result", "id": None, **result}, sys.stdout)
+    else:
+        _print_summary(result)
+    return 0
+
+
+def _read_prompts_file(path: str | None) -> list[str]:
+    if not path:
+        return []
+    try:
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"Cannot read the prompts file {path}: {exc}.", "Give a UTF-8 text file with one prompt per line.") from exc
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+
+
+def _print_event(event: dict) -> None:
+    if event["event"] == "progress":
+        eta = f", about {event['eta']:.0f} s left" if event.get("eta") is not None else ""
+        print(f"[{event['fraction']:4.0%}] {event['stage']} {event['current']}/{event['total']} "
+              f"{event.get('message', '')} ({event['elapsed']:.0f} s{eta})", file=sys.stderr)
+    else:
+        _print_warnings_only(event)
+
+
+def _print_warnings_only(event: dict) -> None:
+    if event["event"] == "warning":
+        print(f"warning: {event['message']}", file=sys.stderr)
+        if event.get("suggestions"):
+            print(f"  suggestions: {', '.join(event['suggestions'][:8])}", file=sys.stderr)
+
+
+def _print_summary(result: dict) -> None:
+    print(f"wrote {result['outputs']['segmentation']} ({result['model']}, {result['modality'].upper()}, "
+          f"{result['timings'].get('total', 0):.1f} s)")
+    for segment in result["segments"]:
+        state = "EMPTY" if segment["empty"] else f"{segment['volume_ml']:.1f} ml, {segment['voxels']} voxels"
+        print(f"  {segment['name']:<40} {state}   (prompt: {segment['prompt']})")
+    for prompt, path in result["outputs"].get("split", {}).items():
+        print(f"  {prompt}: {path}")
+
+
+# ---- terms -------------------------------------------------------------------------------------
+
+def _terms(args) -> int:
+    from . import vocabulary
+
+    if args.limit < 1:
+        raise InputError("--limit must be at least 1.")
+    if args.query.strip():
+        rows = [{"term": s.term, "display": s.display, "modality": s.modality, "reason": s.reason}
+                for s in vocabulary.complete(args.query, modality=args.modality, limit=args.limit)]
+    else:
+        rows = [{"term": t.name if hasattr(t, "name") else str(t), "modality": ",".join(getattr(t, "modalities", []) or [])}
+                for t in vocabulary.terms(args.modality)]
+    if args.json:
+        _print_json({"terms": rows}, sys.stdout)
+    elif not rows:
+        print(f"No SAT term matches '{args.query}'.", file=sys.stderr)
+        return InputError.exit_code
+    else:
+        for row in rows:
+            extra = f"  ({row['reason']})" if row.get("reason") else ""
+            print(f"{row.get('display') or row['term']}\t{row.get('modality') or ''}{extra}")
+    return 0
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+def _models(args) -> int:
+    from . import modelstore
+
+    if args.action == "list":
+        for row in modelstore.list_models():
+            state = "installed" if row.installed else "not installed"
+            print(f"{row.name:<6} {row.display_name:<9} {state:<14} {row.size_bytes / 1e9:5.1f} GB  "
+                  f"GPU ~{row.gpu_memory_gb:g} GB  {row.path}")
+        print(f"\n{modelstore.licence_note()}")
+    elif args.action == "download":
+        print(modelstore.licence_note(), file=sys.stderr)
+        folder = modelstore.download(args.name, progress=_download_progress())
+        print(folder)
+    elif args.action == "verify":
+        for filename, digest in modelstore.verify(args.name).items():
+            print(f"ok  {filename}  sha256 {digest}")
+    elif args.action == "import":
+        print(modelstore.import_model(args.name, args.path))
+    elif args.action == "remove":
+        removed = modelstore.remove(args.name)
+        print(f"removed {args.name}" if removed else f"{args.name} was not installed")
+    elif args.action == "path":
+        print(modelstore.path_for(args.name) if args.name else modelstore.model_home())
+    return 0
+
+
+def _download_progress():
+    """Progress printer for downloads: one line per 5 % on stderr."""
+    last = {"step": -1}
+
+    def progress(stage: str, current: int, total: int, message: str) -> None:
+        step = int(current * 20 / total) if total else -1
+        if step != last["step"]:
+            last["step"] = step
+            print(f"  {message}", file=sys.stderr)
+    return progress
+
+
+def _serve(args) -> int:
+    from .server import DEFAULT_FEATURE_CACHE_MB, serve
+
+    return serve(feature_cache_mb=DEFAULT_FEATURE_CACHE_MB if args.feature_cache_mb is None else args.feature_cache_mb)
+
+
+_COMMANDS = {"segment": _segment, "terms": _terms, "models": _models, "serve": _serve}

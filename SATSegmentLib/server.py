@@ -1,0 +1,486 @@
+"""The segmentation job runner shared by `satsegment segment` and the JSON-lines worker `satsegment serve`.
+
+`Worker` keeps the loaded model and its `pipeline.Segmenter` (text-embedding, preprocessed-volume and
+backbone-feature caches) between jobs; `serve()` speaks the protocol of docs/worker-protocol.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from queue import Queue
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from . import __version__
+from .errors import (CancelledError, InputError, ModelError, OutOfMemoryError, SATSegmentError,
+                     UnknownPromptError)
+
+Emit = Callable[[dict], None]
+
+MAX_PROMPT_CHARS = 200
+DEFAULT_FEATURE_CACHE_MB = 4096
+MODALITIES = ("ct", "mri", "pet")
+_DICOM_MODALITY = {"CT": "ct", "MR": "mri", "PT": "pet"}
+# Share of the whole job per stage, for `fraction` and `eta` in progress events.
+_STAGE_SHARE = {"load": 0.05, "preprocess": 0.05, "encode_text": 0.02, "backbone": 0.70,
+                "decode": 0.10, "blend": 0.03, "map_back": 0.03, "write": 0.02}
+
+
+class BadRequestError(InputError):
+    """A worker request that is not valid JSON or lacks required fields."""
+
+    code = "bad_request"
+
+
+@dataclass
+class SegmentRequest:
+    """One segmentation job: the fields of a `segment` request / the `segment` command's options."""
+
+    input: str
+    prompts: list[str]
+    output: str
+    modality: str = "auto"
+    model: str = "nano"
+    checkpoint: str | None = None
+    text_encoder_checkpoint: str | None = None
+    variant: str | None = None
+    device: str = "auto"
+    orientation: str = "RAS"
+    roi: list[float] | None = None
+    split_dir: str | None = None
+    overwrite: bool = False
+    allow_free_text: bool = False
+    allow_download: bool = False
+
+    @classmethod
+    def from_message(cls, message: dict) -> "SegmentRequest":
+        """Build from a worker `segment` request, rejecting missing or ill-typed fields."""
+        options = message.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadRequestError("'options' must be an object.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise BadRequestError(f"Unknown option(s): {', '.join(unknown)}.", f"Known options: {', '.join(sorted(known - {'input', 'prompts', 'output'}))}.")
+        for name in ("input", "output"):
+            if not isinstance(message.get(name), str) or not message[name]:
+                raise BadRequestError(f"'{name}' must be a non-empty string (a path).")
+        prompts = message.get("prompts")
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+            raise BadRequestError("'prompts' must be a list of strings.")
+        for name, value in options.items():
+            default = getattr(cls, name, None)
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise BadRequestError(f"Option '{name}' must be true or false.")
+            if isinstance(default, str) and not isinstance(value, str):
+                raise BadRequestError(f"Option '{name}' must be a string.")
+        roi = options.get("roi")
+        if roi is not None and not (isinstance(roi, list) and len(roi) == 6 and all(isinstance(v, (int, float)) for v in roi)):
+            raise BadRequestError("Option 'roi' must be a list of six numbers [x0, y0, z0, x1, y1, z1] (RAS mm).")
+        return cls(input=message["input"], prompts=prompts, output=message["output"],
+                   modality=message.get("modality") or "auto", **options)
+
+
+def check_prompts(prompts: list[str]) -> list[str]:
+    """Strip prompts; refuse an empty list, empty prompts and absurdly long ones."""
+    cleaned = [" ".join(str(p).split()) for p in prompts]
+    if not cleaned:
+        raise InputError("No prompts given.", "Add --prompt NAME (e.g. --prompt liver); `satsegment terms` lists what SAT knows.")
+    for prompt in cleaned:
+        if not prompt:
+            raise InputError("A prompt is empty.", "Remove it, or give an anatomy name such as 'liver'.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InputError(
+                f"A prompt is {len(prompt)} characters long ('{prompt[:40]}…'); SAT prompts are anatomy names of at most {MAX_PROMPT_CHARS} characters.",
+                "Give one structure per prompt, e.g. --prompt liver --prompt 'left kidney'.")
+    return cleaned
+
+
+def modality_from_metadata(requested: str, meta: dict) -> str:
+    """The modality to run with: the requested one, or for 'auto' the DICOM Modality (CT/MR/PT)."""
+    requested = (requested or "auto").lower()
+    if requested in MODALITIES:
+        return requested
+    if requested != "auto":
+        raise InputError(f"Unknown modality '{requested}'.", "Use ct, mri, pet or auto.")
+    found = _DICOM_MODALITY.get((meta.get("modality") or "").upper())
+    if found is None:
+        what = f"DICOM Modality '{meta['modality']}'" if meta.get("modality") else "no DICOM Modality tag"
+        raise InputError(f"Cannot tell the modality of the image ({what}).", "Give it explicitly: --modality ct, mri or pet.")
+    return found
+
+
+def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]:
+    """Warnings when the image does not look like the modality SAT is told it is."""
+    dicom = _DICOM_MODALITY.get((meta.get("modality") or "").upper())
+    if dicom and dicom != modality:
+        return [f"The DICOM header says {meta['modality']} but the job runs as {modality.upper()}; "
+                f"SAT's results depend on the modality (use --modality {dicom} if the header is right)."]
+    sample = array.ravel()[:: max(1, array.size // 200_000)]
+    low, high = np.percentile(sample, [1, 99])
+    if modality == "ct" and (low > -500 or high < 100):
+        return [f"The intensities ({low:.0f} to {high:.0f} between the 1st and 99th percentile) do not look like CT "
+                "Hounsfield units (air is -1000, bone above 300); check --modality."]
+    if modality != "ct" and low <= -900:
+        return [f"Many voxels are at {low:.0f}, like air in a CT scan in Hounsfield units; is this really {modality.upper()}? Check --modality."]
+    return []
+
+
+class Worker:
+    """Runs segmentation jobs, keeping one loaded model and its caches between them."""
+
+    def __init__(self, feature_cache_mb: float = DEFAULT_FEATURE_CACHE_MB) -> None:
+        self.feature_cache_bytes = int(feature_cache_mb * 2**20)
+        self._model_key: tuple | None = None
+        self._segmenter = None
+        self._loaded = None
+
+    def run(self, request: SegmentRequest, emit: Emit, cancel: threading.Event | None = None) -> dict:
+        """Run one job; `emit` receives `progress` and `warning` events (without `id`). Returns the
+        `result` event fields. Raises SATSegmentError (CancelledError when `cancel` is set)."""
+        cancel = cancel or threading.Event()
+        started = time.monotonic()
+        progress = _ProgressReporter(emit, started)
+        prompts = check_prompts(request.prompts)
+        output = _check_outputs(request)
+        terms = None
+        if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
+            terms = self._resolve_prompts(prompts, request.modality, request.allow_free_text, emit)
+        image, meta = self._read(request.input)
+        modality = modality_from_metadata(request.modality, meta)
+        for warning in modality_warnings(modality, meta, _array_view(image)):
+            emit({"event": "warning", "message": warning})
+        if terms is None:
+            terms = self._resolve_prompts(prompts, modality, request.allow_free_text, emit)
+        segmenter, model_label = self._segmenter_for(request, progress, cancel)
+        _check_cancel(cancel)
+        result = segmenter.segment(image, list(dict.fromkeys(terms.values())), modality,
+                                   orientation=request.orientation, roi=request.roi,
+                                   progress=progress, cancel=cancel)
+        _check_cancel(cancel)
+        progress("write", 0, 1, "writing outputs")
+        written = _write_outputs(request, output, result, terms, model_label)
+        progress("write", 1, 1, "done")
+        segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
+        timings = {**dict(getattr(result, "timings", {}) or {}), "total": round(time.monotonic() - started, 3)}
+        return {"outputs": written, "segments": segments, "timings": timings,
+                "cache": dict(getattr(result, "cache", {}) or {}), "modality": modality, "model": model_label}
+
+    # ---- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _read(path: str):
+        from .imageio import read_image
+
+        return read_image(path)
+
+    @staticmethod
+    def _resolve_prompts(prompts: list[str], modality: str, allow_free_text: bool, emit: Emit) -> dict[str, str]:
+        """Prompt -> SAT term, dropping duplicates (also after resolution) with a warning."""
+        from . import vocabulary
+
+        terms: dict[str, str] = {}
+        for prompt in prompts:
+            try:
+                term = vocabulary.resolve(prompt, modality)
+            except UnknownPromptError as exc:
+                if not allow_free_text:
+                    raise UnknownPromptError(
+                        exc.message, "Use one of the suggested terms (`satsegment terms QUERY` lists more), or add "
+                        "--allow-free-text to run it anyway (SAT was not trained on it: expect a poor mask).",
+                        exc.suggestions) from None
+                emit({"event": "warning", "message": f"{exc.message} Running it as free text because --allow-free-text was given; "
+                      "SAT was not trained on it, so the mask may be meaningless.", "suggestions": exc.suggestions})
+                term = prompt.lower()
+            duplicate = next((p for p, t in terms.items() if t == term), None)
+            if duplicate is not None:
+                emit({"event": "warning", "message": f"Prompt '{prompt}' means the same as '{duplicate}' ({term}); it is segmented once."})
+                continue
+            terms[prompt] = term
+        return terms
+
+    def _segmenter_for(self, request: SegmentRequest, progress, cancel: threading.Event):
+        """The Segmenter for the requested model and device, loading (or downloading) it if needed."""
+        source, label = _model_source(request, progress, cancel)
+        key = (source, request.device)
+        if key != self._model_key:
+            from . import model as sat_model
+            from .pipeline import Segmenter
+
+            self._segmenter = self._loaded = self._model_key = None  # free the previous model first
+            progress("load", 0, 1, f"loading {label}")
+            if request.checkpoint:
+                loaded = sat_model.load_official_checkpoints(request.checkpoint, request.text_encoder_checkpoint,
+                                                             request.variant, request.device)
+            else:
+                loaded = sat_model.load_model_folder(source[0], request.device)
+            self._loaded = loaded
+            self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes)
+            self._model_key = key
+            progress("load", 1, 1, f"{label} loaded")
+        return self._segmenter, label
+
+
+def _model_source(request: SegmentRequest, progress, cancel: threading.Event) -> tuple[tuple, str]:
+    """What to load: official checkpoint files, a model folder, or an installed registry model."""
+    from . import modelstore
+
+    if request.checkpoint or request.text_encoder_checkpoint:
+        if not (request.checkpoint and request.text_encoder_checkpoint and request.variant):
+            raise InputError("Official checkpoint files need all three of --checkpoint, --text-encoder-checkpoint and --variant.",
+                             "Example: --checkpoint nano.pth --text-encoder-checkpoint nano_text_encoder.pth --variant nano")
+        paths = (str(Path(request.checkpoint).expanduser()), str(Path(request.text_encoder_checkpoint).expanduser()))
+        for path in paths:
+            if not Path(path).is_file():
+                raise ModelError(f"Checkpoint file not found: {path}", "Check the path of the official .pth file.")
+        return paths + (request.variant,), f"SAT-{request.variant.capitalize()} ({Path(paths[0]).name})"
+    name = request.model or "nano"
+    if name in modelstore.registry():
+        if name not in modelstore.installed() and request.allow_download:
+            modelstore.download(name, progress=progress, cancel=cancel)
+        return (str(modelstore.path_for(name)),), modelstore.entry(name)["display_name"]
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        raise ModelError(f"'{name}' is neither a model name ({', '.join(modelstore.registry())}) nor a model folder.",
+                         "Use --model nano, --model pro, or the path of a folder with sat_config.json, segmentation.pth and text_encoder.pth.")
+    return (str(folder.resolve()),), f"model folder {folder.name}"
+
+
+def _check_outputs(request: SegmentRequest) -> Path:
+    from .outputs import check_output_dir, check_output_path
+
+    output = check_output_path(request.output, request.overwrite)
+    if request.split_dir:
+        check_output_dir(request.split_dir, create=True)
+    return output
+
+
+def _write_outputs(request: SegmentRequest, output: Path, result, terms: dict[str, str], model_label: str) -> dict:
+    """Write the .seg.nrrd (and split NIfTI files) atomically; returns the `outputs` field."""
+    from . import outputs
+
+    specs = [_segment_spec(prompt, term, model_label) for prompt, term in terms.items()]
+    split: dict[str, str] = {}
+    with outputs.StagedOutputs(request.overwrite) as staged:
+        outputs.write_seg_nrrd(staged.temp_path(output), result.masks, result.reference, specs)
+        if request.split_dir:
+            for spec in specs:
+                final = Path(request.split_dir).expanduser() / outputs.split_file_name(spec.name)
+                outputs.write_nifti_mask(staged.temp_path(final), result.masks[spec.key], result.reference)
+                split[spec.prompt] = str(final)
+        staged.commit()
+    return {"segmentation": str(output), "split": split}
+
+
+def _segment_spec(prompt: str, term: str, model_label: str):
+    """Segment name, colour and Slicer terminology of a term (none for free text)."""
+    from . import outputs, vocabulary
+
+    color = terminology = None
+    try:
+        info = vocabulary.terminology_for(term)
+    except Exception:  # free-text prompt or term without a terminology mapping: keep the defaults
+        info = None
+    if info is not None:
+        color = tuple(float(c) for c in info.color) if getattr(info, "color", None) else None
+        if color and max(color) > 1:
+            color = tuple(c / 255 for c in color)
+        terminology = getattr(info, "slicer_terminology", None) or getattr(info, "terminology_string", None)
+    return outputs.SegmentSpec(term, term, prompt, color, terminology, outputs.provenance_tags(prompt, term, model_label))
+
+
+def _segment_summary(prompt: str, term: str, result) -> dict:
+    mask = result.masks[term]
+    voxels = int(np.count_nonzero(mask))
+    voxel_ml = float(np.prod(result.reference.GetSpacing())) / 1000.0
+    return {"prompt": prompt, "term": term, "name": term, "voxels": voxels,
+            "volume_ml": round(voxels * voxel_ml, 3), "empty": voxels == 0}
+
+
+def _array_view(image) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(image)
+
+
+def _check_cancel(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise CancelledError("The job was cancelled; nothing was written.")
+
+
+class _ProgressReporter:
+    """Turns pipeline progress callbacks into `progress` events with job fraction, elapsed and ETA."""
+
+    def __init__(self, emit: Emit, started: float) -> None:
+        self.emit = emit
+        self.started = started
+        order = list(_STAGE_SHARE)
+        self._offset = {stage: sum(_STAGE_SHARE[s] for s in order[:i]) for i, stage in enumerate(order)}
+
+    def __call__(self, stage: str, current: int, total: int, message: str = "") -> None:
+        share = _STAGE_SHARE.get(stage, 0.0)
+        within = current / total if total else 0.0
+        fraction = min(1.0, self._offset.get(stage, 0.0) + share * within)
+        elapsed = time.monotonic() - self.started
+        eta = elapsed * (1 - fraction) / fraction if fraction >= 0.05 else None
+        self.emit({"event": "progress", "stage": stage, "current": current, "total": total,
+                   "fraction": round(fraction, 4), "elapsed": round(elapsed, 2),
+                   "eta": None if eta is None or not math.isfinite(eta) else round(eta, 1), "message": message})
+
+
+def as_user_error(exc: BaseException) -> SATSegmentError:
+    """Map any exception to the error a user sees (out-of-memory recognised; the rest is internal)."""
+    if isinstance(exc, SATSegmentError):
+        return exc
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
+        return OutOfMemoryError(f"The device ran out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+                                "Use --roi to segment a smaller region, close other programs, or run on --device cpu.")
+    return SATSegmentError(f"Internal error: {type(exc).__name__}: {exc}",
+                           "This is a bug in SATSegment; please report it with the log shown on stderr.")
+
+
+# ---- the JSON-lines protocol -----------------------------------------------------------------
+
+class _Server:
+    """One worker session: a reader thread for stdin, jobs run one at a time on the calling thread."""
+
+    def __init__(self, stdin: TextIO, stdout: TextIO, worker: Worker) -> None:
+        self.stdin, self.stdout, self.worker = stdin, stdout, worker
+        self.jobs: Queue = Queue()
+        self.lock = threading.Lock()
+        self.running: str | None = None
+        self.running_cancel: threading.Event | None = None
+        self.cancelled_queued: set[str] = set()
+        self.queued: set[str] = set()
+        self.stopping = threading.Event()
+        self.bye_id: str | None = None
+
+    def emit(self, event: dict) -> None:
+        line = json.dumps(event, ensure_ascii=False, default=str)
+        with self.lock:
+            self.stdout.write(line + "\n")
+            self.stdout.flush()
+
+    def error(self, request_id, exc: SATSegmentError) -> None:
+        self.emit({"event": "error", "id": request_id, **exc.to_dict()})
+
+    def read_requests(self) -> None:
+        """Reader thread: answers ping/cancel/shutdown at once, queues segment jobs."""
+        try:
+            for line in self.stdin:
+                if line.strip():
+                    self.handle_line(line)
+                if self.stopping.is_set():
+                    return
+        except (OSError, ValueError) as exc:  # stdin closed under us
+            print(f"satsegment serve: stdin: {exc}", file=sys.stderr)
+        self.shutdown(None)  # EOF acts like shutdown
+
+    def handle_line(self, line: str) -> None:
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError as exc:
+            self.error(None, BadRequestError(f"The line is not valid JSON: {exc.msg} (column {exc.colno}).", "Send one JSON object per line."))
+            return
+        if not isinstance(message, dict):
+            self.error(None, BadRequestError("A request must be a JSON object.", 'Example: {"type": "ping", "id": "1"}'))
+            return
+        request_id = message.get("id")
+        kind = message.get("type")
+        if not isinstance(request_id, (str, int)) or isinstance(request_id, bool):
+            self.error(None, BadRequestError("The request has no 'id' (a string chosen by the client).", 'Example: {"type": "ping", "id": "1"}'))
+            return
+        handler = {"ping": self.ping, "cancel": self.cancel, "shutdown": self.shutdown, "segment": self.enqueue}.get(kind)
+        if handler is None:
+            self.error(request_id, BadRequestError(f"Unknown request type {kind!r}.", "Use segment, cancel, ping or shutdown."))
+            return
+        handler(request_id, message) if kind != "shutdown" else handler(request_id)
+
+    def ping(self, request_id, message: dict) -> None:
+        self.emit({"event": "pong", "id": request_id, "version": __version__, "busy": self.running})
+
+    def enqueue(self, request_id, message: dict) -> None:
+        try:
+            request = SegmentRequest.from_message(message)
+        except TypeError as exc:
+            self.error(request_id, BadRequestError(f"Invalid segment request: {exc}."))
+            return
+        except SATSegmentError as exc:
+            self.error(request_id, exc)
+            return
+        if request_id in self.queued or request_id == self.running:
+            self.error(request_id, BadRequestError(f"A job with id {request_id!r} is already queued or running.", "Use a new id per request."))
+            return
+        self.queued.add(request_id)
+        self.emit({"event": "accepted", "id": request_id})
+        self.jobs.put((request_id, request))
+
+    def cancel(self, request_id, message: dict) -> None:
+        target = message.get("target")
+        if target is not None and target == self.running and self.running_cancel is not None:
+            self.running_cancel.set()  # the job answers `cancelled` when it stops
+        elif target in self.queued:
+            self.cancelled_queued.add(target)
+        else:
+            self.error(request_id, BadRequestError(f"No queued or running job has id {target!r}.", "Give the id of a segment request as 'target'."))
+
+    def shutdown(self, request_id) -> None:
+        if self.stopping.is_set():
+            return
+        self.bye_id = request_id
+        self.stopping.set()
+        self.cancelled_queued.update(self.queued)
+        if self.running_cancel is not None:
+            self.running_cancel.set()
+        self.jobs.put(None)
+
+    def run_jobs(self) -> None:
+        """Main loop: runs queued jobs in order until shutdown or end of input."""
+        while True:
+            item = self.jobs.get()
+            if item is None:
+                break
+            request_id, request = item
+            self.running, self.running_cancel = request_id, threading.Event()
+            self.queued.discard(request_id)
+            if request_id in self.cancelled_queued:
+                self.cancelled_queued.discard(request_id)
+                self.emit({"event": "cancelled", "id": request_id})
+            else:
+                self.run_one(request_id, request, self.running_cancel)
+            self.running = self.running_cancel = None
+        for request_id in sorted(self.cancelled_queued, key=str):
+            self.emit({"event": "cancelled", "id": request_id})
+        self.emit({"event": "bye", "id": self.bye_id})
+
+    def run_one(self, request_id, request: SegmentRequest, cancel: threading.Event) -> None:
+        def emit(event: dict) -> None:
+            self.emit({**event, "id": request_id})
+
+        try:
+            result = self.worker.run(request, emit, cancel)
+        except CancelledError:
+            self.emit({"event": "cancelled", "id": request_id})
+        except BaseException as exc:  # noqa: BLE001 - a job must never take the worker down
+            error = as_user_error(exc)
+            if not isinstance(exc, SATSegmentError):
+                traceback.print_exc(file=sys.stderr)
+            self.error(request_id, error)
+        else:
+            self.emit({"event": "result", "id": request_id, **result})
+
+
+def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float = DEFAULT_FEATURE_CACHE_MB) -> int:
+    """Run the JSON-lines worker until `shutdown` or end of input; returns the exit status (0)."""
+    server = _Server(stdin or sys.stdin, stdout or sys.stdout, Worker(feature_cache_mb))
+    reader = threading.Thread(target=server.read_requests, name="satsegment-stdin", daemon=True)
+    reader.start()
+    server.run_jobs()
+    return 0

@@ -1,0 +1,247 @@
+"""The public API: segment a scan with text prompts and get one mask per prompt on the scan's own grid.
+
+    from SATSegmentLib.pipeline import segment
+    result = segment("ct.nii.gz", ["liver", "spleen"], "ct", model="nano")
+    sitk.WriteImage(result.to_sitk("liver"), "liver.nii.gz")
+
+`Segmenter` keeps a loaded model and caches between calls (the worker holds one): the last
+preprocessed volume and, within a byte budget, the backbone features of its windows, so new prompts
+on the same scan skip preprocessing and the backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+from .imageio import ras_affine_of, read_image, validate_image
+from .inference import BlendedMasks, FeatureCache, ProgressCallback, check_cancel, run_sliding_window
+from .preprocess import (
+    PreprocessedVolume,
+    ProcessedGrid,
+    check_orientation,
+    mask_to_input_grid,
+    preprocess,
+    roi_input_mask,
+    roi_to_processed_box,
+)
+from .tiling import sliding_windows, windows_touching
+
+#: DICOM Modality (0008,0060) values and the SAT modality they mean.
+_DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet"}
+
+
+@dataclass
+class SegmentationResult:
+    """Masks (uint8, SimpleITK z, y, x order) on the input grid, keyed by prompt, plus geometry and timings."""
+
+    masks: dict[str, np.ndarray]
+    reference: sitk.Image
+    grid: ProcessedGrid
+    processed: BlendedMasks
+    modality: str
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_sitk(self, prompt: str) -> sitk.Image:
+        """The prompt's mask as a uint8 image with the input's origin, spacing and direction."""
+        image = sitk.GetImageFromArray(self.masks[prompt])
+        image.CopyInformation(self.reference)
+        return image
+
+    def volume_ml(self, prompt: str) -> float:
+        """Volume of the prompt's mask in millilitres."""
+        return float(self.masks[prompt].sum(dtype=np.int64)) * float(np.prod(self.reference.GetSpacing())) / 1000.0
+
+    def processed_mask(self, prompt: str) -> np.ndarray:
+        """The mask in SAT's processed grid (H, W, D), as the official code would write it."""
+        return self.processed.mask(list(self.masks).index(prompt))
+
+
+def text_modality(modality: str) -> str:
+    """SAT's modality merge for the text encoder (spec §4.4): MR-like → 'mri', then 'ct', then 'pet'."""
+    m = modality.lower()
+    if any(tag in m for tag in ("t1", "t2", "mri", "mr", "flair", "dwi")):
+        return "mri"
+    if "ct" in m:
+        return "ct"
+    if "pet" in m:
+        return "pet"
+    return m
+
+
+def resolve_modality(modality: str, metadata: dict[str, Any]) -> str:
+    """'auto' takes the DICOM Modality tag; anything else is used as given (lower-case)."""
+    modality = str(modality).strip().lower()
+    if modality != "auto":
+        if not modality:
+            raise InputError("No modality given.", "Pass ct, mri or pet.")
+        return modality
+    tag = (metadata.get("modality") or "").upper()
+    if tag in _DICOM_MODALITIES:
+        return _DICOM_MODALITIES[tag]
+    found = f"the DICOM Modality is {tag!r}" if tag else "the file does not say (only DICOM does)"
+    raise InputError(f"Cannot detect the modality automatically: {found}.", "Pass the modality explicitly: ct, mri or pet.")
+
+
+class Segmenter:
+    """A loaded SAT model plus the caches that make repeated requests on one scan fast."""
+
+    def __init__(self, loaded_sat: Any = "nano", device: str = "auto", feature_cache_bytes: int = 0,
+                 precision: str = "fp32") -> None:
+        self.loaded = load_model(loaded_sat, device)
+        self.device = self.loaded.device
+        self.precision = precision
+        self.feature_cache = FeatureCache(feature_cache_bytes)
+        self._volume_key: Any = None
+        self._volume: tuple[sitk.Image, dict[str, Any], PreprocessedVolume] | None = None
+
+    def segment(
+        self,
+        image: str | Path | sitk.Image,
+        prompts: Sequence[str],
+        modality: str,
+        orientation: str = "RAS",
+        roi: Sequence[float] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> SegmentationResult:
+        """Segment `image` for each prompt; see the module docstring and docs/python-api.md."""
+        terms = _terms(prompts)
+        orientation = check_orientation(orientation)
+        timings: dict[str, float] = {}
+        _stage(progress, cancel, "load", "reading the image")
+        tic = time.perf_counter()
+        source, metadata = _read(image)
+        timings["load"] = time.perf_counter() - tic
+        modality = resolve_modality(modality, metadata)
+
+        _stage(progress, cancel, "preprocess", "reorienting, resampling, cropping, normalising")
+        tic = time.perf_counter()
+        volume_key = (metadata["identity"], orientation, modality == "ct")
+        if volume_key != self._volume_key:
+            self._volume = None  # free the previous volume before making the next
+            self._volume = (source, metadata, preprocess(source, modality, orientation, metadata["ras_affine"]))
+            self._volume_key = volume_key
+        source, metadata, processed = self._volume
+        grid = processed.grid
+        timings["preprocess"] = time.perf_counter() - tic
+
+        _stage(progress, cancel, "embed", "encoding the prompts")
+        tic = time.perf_counter()
+        queries = self.loaded.embed(list(terms.values()), text_modality(modality))
+        timings["embed"] = time.perf_counter() - tic
+
+        patch = tuple(self.loaded.config.patch_size)
+        windows = sliding_windows(grid.shape, patch)
+        if roi is not None:
+            windows = windows_touching(windows, *roi_to_processed_box(roi, grid))
+        self.feature_cache.bind((volume_key, self.loaded.fingerprint, str(self.device), self.precision))
+        blended = run_sliding_window(
+            processed.array, self.loaded.model, queries, patch, windows=windows, device=self.device,
+            precision=self.precision, progress=progress, cancel=cancel, feature_cache=self.feature_cache,
+        )
+        timings.update(blended.timings)
+
+        tic = time.perf_counter()
+        inside = roi_input_mask(roi, grid) if roi is not None else None
+        masks = {}
+        for n, prompt in enumerate(terms):
+            _stage(progress, cancel, "map_back", f"mapping {prompt!r} onto the input grid", n, len(terms))
+            masks[prompt] = _map_back(blended.mask(n), grid, inside)
+        timings["map_back"] = time.perf_counter() - tic
+        check_cancel(cancel)
+        return SegmentationResult(masks, source, grid, blended, modality, timings, list(metadata.get("notes", [])))
+
+
+def segment(
+    image: str | Path | sitk.Image,
+    prompts: Sequence[str],
+    modality: str,
+    model: Any = "nano",
+    device: str = "auto",
+    orientation: str = "RAS",
+    roi: Sequence[float] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    precision: str = "fp32",
+) -> SegmentationResult:
+    """Segment `image` (path or SimpleITK.Image) for each prompt; masks land on the input's grid.
+
+    `model` is a registry name ('nano', 'pro'), a model folder or a `LoadedSAT`; `roi` an optional
+    box (x0, y0, z0, x1, y1, z1) in RAS mm outside which masks are 0 and no window runs.
+    """
+    segmenter = Segmenter(model, device, feature_cache_bytes=0, precision=precision)
+    return segmenter.segment(image, prompts, modality, orientation, roi, progress, cancel)
+
+
+def load_model(model: Any, device: str = "auto") -> Any:
+    """A `LoadedSAT` from a LoadedSAT (returned as is), a model folder, or a registry name ('nano', 'pro')."""
+    from .model import LoadedSAT, load_model_folder
+
+    if isinstance(model, LoadedSAT):
+        return model
+    folder = Path(model)
+    if not folder.is_dir():
+        if isinstance(model, str) and "/" not in model and "\\" not in model:
+            from .modelstore import path_for  # registry names live in the model store
+
+            folder = path_for(model)
+        else:
+            raise InputError(f"Model folder {folder} does not exist.", "Pass 'nano', 'pro' or the folder of an installed model.")
+    return load_model_folder(folder, device)
+
+
+def _terms(prompts: Sequence[str]) -> dict[str, str]:
+    """Prompt as given → lower-case term for the text encoder (duplicates dropped, order kept)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    terms = {}
+    for prompt in prompts:
+        key = str(prompt).strip()
+        if not key:
+            raise InputError("An empty prompt was given.", "Type an anatomy name, e.g. 'liver'.")
+        terms.setdefault(key, key.lower())
+    if not terms:
+        raise InputError("No prompts given.", "Give at least one anatomy name, e.g. 'liver'.")
+    return terms
+
+
+def _read(image: str | Path | sitk.Image) -> tuple[sitk.Image, dict[str, Any]]:
+    if isinstance(image, sitk.Image):
+        checked = validate_image(image, source="the given image")
+        return checked, {"identity": ("sitk", _image_hash(checked)), "modality": None, "notes": [],
+                         "ras_affine": ras_affine_of(checked)}
+    return read_image(image)
+
+
+def _image_hash(image: sitk.Image) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection())).encode())
+    digest.update(memoryview(sitk.GetArrayViewFromImage(image)).cast("B"))
+    return digest.hexdigest()
+
+
+def _map_back(mask: np.ndarray, grid: ProcessedGrid, inside: np.ndarray | None) -> np.ndarray:
+    if not mask.any():
+        return np.zeros(grid.input_size[::-1], dtype=np.uint8)
+    mapped = mask_to_input_grid(mask, grid)
+    if inside is not None:
+        mapped[~inside] = 0
+    return mapped
+
+
+def _stage(progress: ProgressCallback | None, cancel: threading.Event | None, stage: str, message: str,
+           current: int = 0, total: int = 1) -> None:
+    check_cancel(cancel)
+    if progress is not None:
+        progress(stage, current, total, message)
+

@@ -83,17 +83,17 @@ def _add_models(commands) -> None:
                                         "Downloads happen only through `models download` or `segment --download`.",
                             epilog=EPILOG)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="official models, whether installed, size and GPU memory need")
+    actions.add_parser("list", help="official models, whether installed, size and GPU memory need", epilog=EPILOG)
     for action, text in (("download", "download and verify a model (resumes an interrupted download)"),
                          ("verify", "re-check the SHA-256 of an installed model's files"),
                          ("remove", "delete an installed model and partial downloads")):
-        actions.add_parser(action, help=text).add_argument("name", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
+        actions.add_parser(action, help=text, description=text, epilog=EPILOG).add_argument("name", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
     imp = actions.add_parser("import", help="install from local files (offline sites)",
                              description="Install a model from a folder or .zip holding the two official .pth files "
-                                         "(e.g. nano.pth + nano_text_encoder.pth) or a SATSegment model folder.")
+                                         "(e.g. nano.pth + nano_text_encoder.pth) or a SATSegment model folder.", epilog=EPILOG)
     imp.add_argument("name", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
     imp.add_argument("path", metavar="PATH", help="folder or .zip file")
-    path = actions.add_parser("path", help="print the model cache folder, or an installed model's folder")
+    path = actions.add_parser("path", help="print the model cache folder, or an installed model's folder", epilog=EPILOG)
     path.add_argument("name", nargs="?", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
 
 

@@ -30,8 +30,8 @@ DEFAULT_FEATURE_CACHE_MB = 4096
 MODALITIES = ("ct", "mri", "pet")
 _DICOM_MODALITY = {"CT": "ct", "MR": "mri", "PT": "pet"}
 # Share of the whole job per stage, for `fraction` and `eta` in progress events.
-_STAGE_SHARE = {"load": 0.05, "preprocess": 0.05, "encode_text": 0.02, "backbone": 0.70,
-                "decode": 0.10, "blend": 0.03, "map_back": 0.03, "write": 0.02}
+_STAGE_SHARE = {"load_model": 0.05, "load": 0.02, "preprocess": 0.05, "embed": 0.02, "inference": 0.80,
+                "map_back": 0.04, "write": 0.02}
 
 
 class BadRequestError(InputError):
@@ -142,6 +142,8 @@ class Worker:
         self._model_key: tuple | None = None
         self._segmenter = None
         self._loaded = None
+        self._last_read_key: tuple | None = None
+        self._last_read = None
 
     def run(self, request: SegmentRequest, emit: Emit, cancel: threading.Event | None = None) -> dict:
         """Run one job; `emit` receives `progress` and `warning` events (without `id`). Returns the
@@ -151,6 +153,7 @@ class Worker:
         progress = _ProgressReporter(emit, started)
         prompts = check_prompts(request.prompts)
         output = _check_outputs(request)
+        _check_device(request.device)
         terms = None
         if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
             terms = self._resolve_prompts(prompts, request.modality, request.allow_free_text, emit)
@@ -162,9 +165,11 @@ class Worker:
             terms = self._resolve_prompts(prompts, modality, request.allow_free_text, emit)
         segmenter, model_label = self._segmenter_for(request, progress, cancel)
         _check_cancel(cancel)
-        result = segmenter.segment(image, list(dict.fromkeys(terms.values())), modality,
-                                   orientation=request.orientation, roi=request.roi,
-                                   progress=progress, cancel=cancel)
+        unique_terms = list(dict.fromkeys(terms.values()))
+        before = _cache_state(segmenter, unique_terms, modality)
+        # The path (not the image read above) lets the pipeline key its volume cache on the file identity.
+        result = segmenter.segment(request.input, unique_terms, modality, orientation=request.orientation,
+                                   roi=request.roi, progress=progress, cancel=cancel)
         _check_cancel(cancel)
         progress("write", 0, 1, "writing outputs")
         written = _write_outputs(request, output, result, terms, model_label)
@@ -172,14 +177,19 @@ class Worker:
         segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
         timings = {**dict(getattr(result, "timings", {}) or {}), "total": round(time.monotonic() - started, 3)}
         return {"outputs": written, "segments": segments, "timings": timings,
-                "cache": dict(getattr(result, "cache", {}) or {}), "modality": modality, "model": model_label}
+                "cache": _cache_report(segmenter, before, result), "modality": modality, "model": model_label}
 
     # ---- steps -------------------------------------------------------------------------------
-    @staticmethod
-    def _read(path: str):
+    def _read(self, path: str):
+        """Read (and validate) the image, reusing the last one when the file is unchanged."""
         from .imageio import read_image
 
-        return read_image(path)
+        key = _file_key(path)
+        if key is None or key != self._last_read_key:
+            self._last_read = None
+            self._last_read = read_image(path)
+            self._last_read_key = key
+        return self._last_read
 
     @staticmethod
     def _resolve_prompts(prompts: list[str], modality: str, allow_free_text: bool, emit: Emit) -> dict[str, str]:
@@ -215,7 +225,7 @@ class Worker:
             from .pipeline import Segmenter
 
             self._segmenter = self._loaded = self._model_key = None  # free the previous model first
-            progress("load", 0, 1, f"loading {label}")
+            progress("load_model", 0, 1, f"loading {label}")
             if request.checkpoint:
                 loaded = sat_model.load_official_checkpoints(request.checkpoint, request.text_encoder_checkpoint,
                                                              request.variant, request.device)
@@ -224,7 +234,7 @@ class Worker:
             self._loaded = loaded
             self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes)
             self._model_key = key
-            progress("load", 1, 1, f"{label} loaded")
+            progress("load_model", 1, 1, f"{label} loaded")
         return self._segmenter, label
 
 
@@ -251,6 +261,44 @@ def _model_source(request: SegmentRequest, progress, cancel: threading.Event) ->
         raise ModelError(f"'{name}' is neither a model name ({', '.join(modelstore.registry())}) nor a model folder.",
                          "Use --model nano, --model pro, or the path of a folder with sat_config.json, segmentation.pth and text_encoder.pth.")
     return (str(folder.resolve()),), f"model folder {folder.name}"
+
+
+def _file_key(path: str) -> tuple | None:
+    """Identity of an input file or DICOM folder (path, size, modification times), None if unreadable."""
+    try:
+        target = Path(path).expanduser().resolve()
+        entries = sorted(target.iterdir()) if target.is_dir() else [target]
+        return (str(target),) + tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+    except OSError:
+        return None
+
+
+def _cache_state(segmenter, terms: list[str], modality: str) -> dict:
+    """What the segmenter holds before a job, to report afterwards what the job reused."""
+    from .pipeline import text_modality
+
+    features = segmenter.feature_cache
+    embeddings = segmenter.loaded.embeddings
+    return {"volume_key": getattr(segmenter, "_volume_key", None), "feature_key": features.key,
+            "feature_windows": len(features),
+            "embeddings": sum(embeddings.get(t, text_modality(modality)) is not None for t in terms)}
+
+
+def _cache_report(segmenter, before: dict, result) -> dict:
+    """The result's `cache` field: what this job took from the worker's caches."""
+    volume = before["volume_key"] is not None and before["volume_key"] == getattr(segmenter, "_volume_key", None)
+    windows = len(result.processed.backbone_seconds)
+    reused = min(before["feature_windows"], windows) if volume and before["feature_key"] == segmenter.feature_cache.key else 0
+    return {"preprocessed_volume": volume, "backbone_windows_reused": reused, "backbone_windows_computed": windows - reused,
+            "backbone_skipped": windows > 0 and reused == windows, "text_embeddings_reused": before["embeddings"],
+            "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1)}
+
+
+def _check_device(name: str) -> None:
+    """Refuse an unavailable device before reading the image or loading the model."""
+    from .model import resolve_device
+
+    resolve_device(name)
 
 
 def _check_outputs(request: SegmentRequest) -> Path:

@@ -1,0 +1,12 @@
+"""SAT's vocabulary: terms, synonyms, autocomplete, prompt resolution, SNOMED CT terminology and colours.
+
+Pure Python (no torch, no Slicer); the data lives in `data/` (see docs/vocabulary.md).
+"""
+
+from .catalog import Term, normalize_modality, terms
+from .matcher import Suggestion, complete, resolve
+from .presets import presets
+from .terminology import Terminology, terminology_for
+
+__all__ = ["Suggestion", "Term", "Terminology", "complete", "normalize_modality", "presets", "resolve", "terms",
+           "terminology_for"]

@@ -7,7 +7,6 @@ backbone-feature caches) between jobs; `serve()` speaks the protocol of docs/wor
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
 import time
@@ -364,23 +363,29 @@ def _check_cancel(cancel: threading.Event) -> None:
 
 
 class _ProgressReporter:
-    """Turns pipeline progress callbacks into `progress` events with job fraction, elapsed and ETA."""
+    """Turns pipeline progress callbacks into `progress` events with job fraction, elapsed and ETA.
+
+    The ETA extrapolates the windows done so far (the bulk of the work); before the first window it is null.
+    """
 
     def __init__(self, emit: Emit, started: float) -> None:
         self.emit = emit
         self.started = started
+        self._inference_started = started
         order = list(_STAGE_SHARE)
         self._offset = {stage: sum(_STAGE_SHARE[s] for s in order[:i]) for i, stage in enumerate(order)}
 
     def __call__(self, stage: str, current: int, total: int, message: str = "") -> None:
-        share = _STAGE_SHARE.get(stage, 0.0)
+        now = time.monotonic()
+        eta = None
+        if stage == "inference" and current > 0 and total:
+            eta = round((now - self._inference_started) / current * (total - current), 1)
+        elif stage != "inference":
+            self._inference_started = now
         within = current / total if total else 0.0
-        fraction = min(1.0, self._offset.get(stage, 0.0) + share * within)
-        elapsed = time.monotonic() - self.started
-        eta = elapsed * (1 - fraction) / fraction if fraction >= 0.05 else None
+        fraction = min(1.0, self._offset.get(stage, 0.0) + _STAGE_SHARE.get(stage, 0.0) * within)
         self.emit({"event": "progress", "stage": stage, "current": current, "total": total,
-                   "fraction": round(fraction, 4), "elapsed": round(elapsed, 2),
-                   "eta": None if eta is None or not math.isfinite(eta) else round(eta, 1), "message": message})
+                   "fraction": round(fraction, 4), "elapsed": round(now - self.started, 2), "eta": eta, "message": message})
 
 
 def as_user_error(exc: BaseException) -> SATSegmentError:

@@ -44,9 +44,9 @@ def pythonExecutable() -> str:
 
 
 def workerEnvironment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for the worker: ours, with the library folder first on PYTHONPATH."""
+    """Environment for child Pythons: ours, with `SATSegmentLib` and `SATSegmentSlicerLib` importable."""
     env = dict(os.environ if base is None else base)
-    parts = [str(libraryRoot())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    parts = [str(libraryRoot()), str(MODULE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -1,0 +1,141 @@
+"""One SAT run from the scene's point of view: export the volume, let the worker segment it, import.
+
+The scene is changed only when the worker's result has arrived: a cancelled or failed run leaves it
+exactly as it was. Events reach the owner through callbacks from `poll()`; no Qt here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import slicer
+
+from . import segments, volumes
+from .worker import WorkerClient
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs; nodes are MRML nodes of one scene."""
+
+    volumeNode: slicer.vtkMRMLScalarVolumeNode
+    prompts: list[str]
+    modality: str                                        # 'ct', 'mri', 'pet'
+    model: str = "nano"                                  # registry name or model folder
+    device: str = "auto"                                 # 'auto', 'cuda', 'cpu'
+    roiNode: slicer.vtkMRMLMarkupsROINode | None = None
+    outputSegmentationNode: slicer.vtkMRMLSegmentationNode | None = None  # None: create one
+    policy: segments.ConflictPolicy = segments.ConflictPolicy.AUTO
+    allowFreeText: bool = False                          # the user confirmed out-of-vocabulary prompts
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: status 'done', 'cancelled' or 'error'."""
+
+    status: str
+    segmentationNode: slicer.vtkMRMLSegmentationNode | None = None
+    report: segments.ImportReport | None = None
+    segments: list[dict] = field(default_factory=list)   # the worker's per-segment summary
+    timings: dict = field(default_factory=dict)
+    error: dict | None = None                            # the worker's error event
+    warnings: list[dict] = field(default_factory=list)
+
+
+ProgressCallback = Callable[[dict], None]
+FinishedCallback = Callable[[RunOutcome], None]
+
+
+class SegmentationRunner:
+    """Runs one job at a time on a persistent worker and imports its result into the scene."""
+
+    def __init__(
+        self,
+        client: WorkerClient,
+        onProgress: ProgressCallback | None = None,
+        onFinished: FinishedCallback | None = None,
+        tempRoot: str | None = None,
+    ) -> None:
+        self.client = client
+        self.client.onEvent = self._onEvent
+        self.onProgress = onProgress or (lambda event: None)
+        self.onFinished = onFinished or (lambda outcome: None)
+        self.tempRoot = tempRoot
+        self._request: RunRequest | None = None
+        self._jobId: str | None = None
+        self._workDir: Path | None = None
+        self._warnings: list[dict] = []
+
+    @property
+    def busy(self) -> bool:
+        return self._jobId is not None
+
+    def start(self, request: RunRequest) -> str:
+        """Export the volume and queue the job; returns the job id. The scene is not changed."""
+        if self.busy:
+            raise RuntimeError("a SAT run is already in progress")
+        if not request.prompts:
+            raise ValueError("no prompts to segment")
+        self._workDir = Path(tempfile.mkdtemp(prefix="SATSegment-", dir=self.tempRoot))
+        inputPath = self._workDir / "input.nrrd"
+        volumes.exportVolume(request.volumeNode, str(inputPath))
+        options = {"model": request.model, "device": request.device, "allow_free_text": request.allowFreeText}
+        if request.roiNode is not None:
+            options["roi"] = volumes.roiBoundsInVolumeSpace(request.roiNode, request.volumeNode)
+        self._request, self._warnings = request, []
+        self._jobId = self.client.submitSegment(
+            str(inputPath), request.prompts, str(self._workDir / "result.seg.nrrd"), request.modality, options)
+        return self._jobId
+
+    def cancel(self) -> None:
+        if self._jobId:
+            self.client.cancel(self._jobId)
+
+    def poll(self) -> None:
+        self.client.poll()
+
+    def waitUntilFinished(self, timeout: float) -> None:
+        """Block (polling) until the current run ends: for scripts and tests, never for the GUI."""
+        if self._jobId:
+            self.client.waitFor(self._jobId, timeout)
+
+    def shutdown(self) -> None:
+        self.client.shutdown()
+
+    def _onEvent(self, event: dict) -> None:
+        if event.get("id") != self._jobId:
+            return
+        kind = event.get("event")
+        if kind == "progress":
+            self.onProgress(event)
+        elif kind == "warning":
+            self._warnings.append(event)
+        elif kind == "result":
+            self._finish(self._importResult(event))
+        elif kind == "error":
+            self._finish(RunOutcome("error", error=event, warnings=self._warnings))
+        elif kind == "cancelled":
+            self._finish(RunOutcome("cancelled", warnings=self._warnings))
+
+    def _importResult(self, event: dict) -> RunOutcome:
+        request = self._request
+        created = request.outputSegmentationNode is None
+        node = segments.createOutputSegmentation(request.volumeNode) if created else request.outputSegmentationNode
+        try:
+            report = segments.importResults(node, event["outputs"]["segmentation"], request.policy)
+        except (OSError, KeyError) as exc:
+            if created:
+                node.GetScene().RemoveNode(node)
+            return RunOutcome("error", error={"code": "internal_error", "message": f"The result could not be loaded: {exc}",
+                                              "hint": "See the log panel for details."}, warnings=self._warnings)
+        return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}), warnings=self._warnings)
+
+    def _finish(self, outcome: RunOutcome) -> None:
+        if self._workDir is not None:
+            shutil.rmtree(self._workDir, ignore_errors=True)
+        self._jobId, self._request, self._workDir = None, None, None
+        self.onFinished(outcome)

@@ -196,11 +196,10 @@ def _terms(args) -> int:
     if args.limit < 1:
         raise InputError("--limit must be at least 1.")
     if args.query.strip():
-        rows = [{"term": s.term, "display": s.display, "modality": s.modality, "reason": s.reason}
+        rows = [{"term": s.term, "display": s.display, "modality": ",".join(s.modality), "reason": s.reason}
                 for s in vocabulary.complete(args.query, modality=args.modality, limit=args.limit)]
     else:
-        rows = [{"term": t.name if hasattr(t, "name") else str(t), "modality": ",".join(getattr(t, "modalities", []) or [])}
-                for t in vocabulary.terms(args.modality)]
+        rows = [{"term": t.term, "modality": ",".join(t.modalities)} for t in vocabulary.terms(args.modality)]
     if args.json:
         _print_json({"terms": rows}, sys.stdout)
     elif not rows:

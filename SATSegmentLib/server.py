@@ -200,13 +200,14 @@ class Worker:
             try:
                 term = vocabulary.resolve(prompt, modality)
             except UnknownPromptError as exc:
+                suggestions = exc.suggestions or _suggest(prompt, modality)
                 if not allow_free_text:
                     raise UnknownPromptError(
                         exc.message, "Use one of the suggested terms (`satsegment terms QUERY` lists more), or add "
                         "--allow-free-text to run it anyway (SAT was not trained on it: expect a poor mask).",
-                        exc.suggestions) from None
+                        suggestions) from None
                 emit({"event": "warning", "message": f"{exc.message} Running it as free text because --allow-free-text was given; "
-                      "SAT was not trained on it, so the mask may be meaningless.", "suggestions": exc.suggestions})
+                      "SAT was not trained on it, so the mask may be meaningless.", "suggestions": suggestions})
                 term = prompt.lower()
             duplicate = next((p for p, t in terms.items() if t == term), None)
             if duplicate is not None:
@@ -235,6 +236,19 @@ class Worker:
             self._model_key = key
             progress("load_model", 1, 1, f"{label} loaded")
         return self._segmenter, label
+
+
+def _suggest(prompt: str, modality: str, limit: int = 5) -> list[str]:
+    """Closest SAT terms for an unknown prompt: completions of the whole prompt, else of its words."""
+    from . import vocabulary
+
+    found = [s.term for s in vocabulary.complete(prompt, modality, limit=limit)]
+    for word in sorted(prompt.split(), key=len, reverse=True):
+        if len(found) >= limit:
+            break
+        if len(word) >= 3:
+            found += [s.term for s in vocabulary.complete(word, modality, limit=limit) if s.term not in found]
+    return found[:limit]
 
 
 def _model_source(request: SegmentRequest, progress, cancel: threading.Event) -> tuple[tuple, str]:
@@ -327,20 +341,15 @@ def _write_outputs(request: SegmentRequest, output: Path, result, terms: dict[st
 
 
 def _segment_spec(prompt: str, term: str, model_label: str):
-    """Segment name, colour and Slicer terminology of a term (none for free text)."""
+    """Segment name, colour and Slicer terminology of a term (defaults for free text)."""
     from . import outputs, vocabulary
 
-    color = terminology = None
     try:
         info = vocabulary.terminology_for(term)
-    except Exception:  # free-text prompt or term without a terminology mapping: keep the defaults
-        info = None
-    if info is not None:
-        color = tuple(float(c) for c in info.color) if getattr(info, "color", None) else None
-        if color and max(color) > 1:
-            color = tuple(c / 255 for c in color)
-        terminology = getattr(info, "slicer_terminology", None) or getattr(info, "terminology_string", None)
-    return outputs.SegmentSpec(term, term, prompt, color, terminology, outputs.provenance_tags(prompt, term, model_label))
+    except UnknownPromptError:  # free-text prompt: no SNOMED entry, a default colour
+        return outputs.SegmentSpec(term, term, prompt, tags=outputs.provenance_tags(prompt, term, model_label))
+    return outputs.SegmentSpec(term, term, prompt, info.color_rgb, info.slicer_entry,
+                               outputs.provenance_tags(prompt, term, model_label))
 
 
 def _segment_summary(prompt: str, term: str, result) -> dict:

@@ -190,9 +190,9 @@ def test_checkpoint_flags_need_each_other(ct_path, out_dir, tiny_model_dir, caps
 
 
 def test_unknown_term_exit_3_with_suggestions(ct_path, out_dir, tiny_model_dir, capsys):
-    code, _, err = run(["segment", ct_path, "-p", "livr", "-o", out_dir / "r.seg.nrrd", "--modality", "ct", "--model", tiny_model_dir], capsys)
+    code, _, err = run(["segment", ct_path, "-p", "liver tumour x", "-o", out_dir / "r.seg.nrrd", "--modality", "ct", "--model", tiny_model_dir], capsys)
     assert code == 3 and "--allow-free-text" in err
-    assert "liver" in err
+    assert "did you mean: liver" in err
     assert_nothing_written(out_dir)
 
 

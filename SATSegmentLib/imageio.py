@@ -6,8 +6,11 @@ folder without DICOM) becomes an `errors.InputError` saying what was wrong and w
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,8 @@ def _format_of(path: Path) -> str:
 
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     fmt = _format_of(path)
+    if fmt == "nifti":
+        _check_nifti_complete(path)  # SimpleITK silently zero-fills truncated NIfTI files
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -148,6 +153,58 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
             else:
                 meta["notes"].append("nibabel and SimpleITK disagree on the NIfTI affine (qform/sform); using SimpleITK's.")
     return image, meta
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Raise InputError if a NIfTI-1 file (plain or gzip) holds fewer bytes than its header declares."""
+    truncated = InputError(
+        f"{path} is truncated or corrupt (the data is shorter than its header says).",
+        "The file was not completely written or copied; export or copy it again.",
+    )
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            header = f.read(348)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(
+            f"Cannot read {path}: {exc or 'not a valid NIfTI file'}.",
+            "The file is corrupt or not a (gzip-compressed) NIfTI file; export or copy it again.",
+        ) from None
+    expected = _nifti1_size(header)
+    if expected is None:
+        return  # not NIfTI-1: let SimpleITK judge
+    if not gz:
+        if path.stat().st_size < expected:
+            raise truncated
+        return
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return  # the gzip trailer records the full size: the common, cheap path
+    try:
+        with gzip.open(path, "rb") as f:
+            size = 0
+            while chunk := f.read(2**24):
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        raise truncated from None
+    if size < expected:
+        raise truncated
+
+
+def _nifti1_size(header: bytes) -> int | None:
+    """vox_offset + data bytes declared by a NIfTI-1 header, or None if it is not one."""
+    if len(header) < 348:
+        return None
+    for order in ("<", ">"):
+        if struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            if not 0 < dims[0] <= 7 or bitpix <= 0 or not math.isfinite(offset):
+                return None
+            return int(offset) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
+    return None
 
 
 def _nibabel_affine(path: Path) -> np.ndarray | None:

@@ -1,0 +1,108 @@
+"""Every kind of bad input gets a clear InputError; good inputs come back as float32 3D volumes."""
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from SATSegmentLib.errors import InputError
+from SATSegmentLib.imageio import read_image, validate_image
+
+
+def volume(array=None, spacing=(1.0, 1.0, 2.0)):
+    image = sitk.GetImageFromArray(np.ones((4, 5, 6), np.int16) if array is None else array)
+    image.SetSpacing(spacing)
+    return image
+
+
+def write(tmp_path, image, name):
+    path = tmp_path / name
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nrrd", "v.mha"])
+def test_formats_read_as_float32(tmp_path, name):
+    image, meta = read_image(write(tmp_path, volume(), name))
+    assert image.GetPixelID() == sitk.sitkFloat32 and image.GetSize() == (6, 5, 4)
+    assert meta["ras_affine"].shape == (4, 4) and meta["identity"][2] > 0
+
+
+def test_dicom_series_metadata(examples_dir):
+    image, meta = read_image(examples_dir / "example_ct_dicom")
+    assert meta["format"] == "dicom" and meta["modality"] == "CT" and image.GetSize() == (512, 512, 20)
+
+
+def test_folder_with_two_series_picks_the_largest_and_says_so(tmp_path, examples_dir):
+    for f in (examples_dir / "example_ct_dicom").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    small = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(3):
+        s = small[:, :, k]
+        for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.99.1", "0008|0060": "MR",
+                           "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{k}"}.items():
+            s.SetMetaData(tag, value)
+        writer.SetFileName(str(tmp_path / f"other{k}.dcm"))
+        writer.Execute(s)
+    image, meta = read_image(tmp_path)
+    assert image.GetSize() == (512, 512, 20) and meta["modality"] == "CT"
+    assert "2 DICOM series" in meta["notes"][0]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.nii.gz", "not found"),
+    (lambda p: _text(p / "broken.nii.gz", b"not gzip at all"), "Cannot read"),
+    (lambda p: _truncated(p), "truncated"),
+    (lambda p: _text(p / "cut.nii.gz", (p / "full.nii.gz").read_bytes()[:900]), "truncated"),
+    (lambda p: _text(p / "cut.nii", (p / "full.nii").read_bytes()[:5000]), "truncated"),
+    (lambda p: _text(p / "notes.txt", b"hello"), "Cannot read"),
+    (lambda p: p, "No DICOM series"),
+])
+def test_unreadable_inputs(tmp_path, make, message):
+    for name in ("full.nii.gz", "full.nii"):
+        write(tmp_path, volume(np.random.default_rng(0).normal(size=(20, 30, 40)).astype(np.float32)), name)
+    (tmp_path / "stray.txt").write_text("not dicom")
+    with pytest.raises(InputError, match=message) as info:
+        read_image(make(tmp_path))
+    assert info.value.hint
+
+
+def _text(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _truncated(tmp_path):
+    raw = gzip.decompress((tmp_path / "full.nii.gz").read_bytes())
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    return cut
+
+
+@pytest.mark.parametrize("image, message", [
+    (sitk.Image(8, 8, sitk.sitkFloat32), "2D image"),
+    (sitk.Image([4, 4, 4, 3], sitk.sitkFloat32), "4D image"),
+    (sitk.Image([4, 4, 4], sitk.sitkVectorFloat32, 3), "components"),
+    (sitk.Image([4, 4, 1], sitk.sitkFloat32), "single slice"),
+    (volume(np.full((4, 5, 6), np.nan, np.float32)), "NaN"),
+    (volume(np.where(np.arange(120).reshape(4, 5, 6) == 7, np.inf, 0).astype(np.float32)), "NaN or infinite"),
+    (volume(spacing=(1.0, 1.0, 80.0)), "implausible voxel spacing"),
+    (volume(spacing=(0.001, 1.0, 1.0)), "implausible voxel spacing"),
+])
+def test_invalid_volumes(image, message):
+    with pytest.raises(InputError, match=message):
+        validate_image(image)
+
+
+def test_zero_and_non_finite_spacing_in_a_header(tmp_path):
+    path = write(tmp_path, volume(), "v.nrrd")
+    header = path.read_bytes()
+    for bad in (b"(0,0,0)", b"(nan,0,0)", b"(-1e-9,0,0)"):
+        (tmp_path / "bad.nrrd").write_bytes(header.replace(b"(1,0,0)", bad, 1))
+        with pytest.raises(InputError) as info:
+            read_image(tmp_path / "bad.nrrd")
+        assert info.value.hint

@@ -125,9 +125,10 @@ def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]
                 f"SAT's results depend on the modality (use --modality {dicom} if the header is right)."]
     sample = array.ravel()[:: max(1, array.size // 200_000)]
     low, high = np.percentile(sample, [1, 99])
-    if modality == "ct" and (low > -500 or high < 100):
-        return [f"The intensities ({low:.0f} to {high:.0f} between the 1st and 99th percentile) do not look like CT "
-                "Hounsfield units (air is -1000, bone above 300); check --modality."]
+    if modality == "ct" and low >= 0:
+        return [f"The intensities ({low:.0f} to {high:.0f} between the 1st and 99th percentile) have no negative values, "
+                "so they are not CT Hounsfield units (air is -1000, fat about -100); check --modality "
+                "(or the rescale slope/intercept of the file)."]
     if modality != "ct" and low <= -900:
         return [f"Many voxels are at {low:.0f}, like air in a CT scan in Hounsfield units; is this really {modality.upper()}? Check --modality."]
     return []

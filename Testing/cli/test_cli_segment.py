@@ -274,3 +274,50 @@ def test_help_and_models_list_do_not_import_torch(tmp_path):
                           env={**os.environ, "SATSEGMENT_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert "SAT-Nano" in done.stdout and "not installed" in done.stdout
+
+
+def test_dicom_series_auto_modality(examples_dir):
+    from SATSegmentLib.server import Worker, modality_from_metadata
+
+    image, meta = Worker()._read(str(examples_dir / "example_ct_dicom"))
+    assert modality_from_metadata("auto", meta) == "ct"
+    assert image.GetSize()[2] == 20
+
+
+def test_roi_limits_masks_to_the_box(ct_path, out_dir, tiny_model_dir, capsys):
+    reference = sitk.ReadImage(str(ct_path))
+    # RAS box covering the lower half of the volume in x (voxel x index < 28): LPS x = -RAS x
+    corner_lps = np.array(reference.TransformIndexToPhysicalPoint((27, 47, 15)))
+    origin_lps = np.array(reference.GetOrigin())
+    x_ras = sorted([-origin_lps[0], -corner_lps[0]])
+    y_ras = sorted([-origin_lps[1], -corner_lps[1]])
+    roi = [x_ras[0], y_ras[0], origin_lps[2], x_ras[1], y_ras[1], corner_lps[2]]
+    code, out, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "roi.seg.nrrd", "--modality", "ct",
+                          "--model", tiny_model_dir, "--roi", *roi, "--split-dir", out_dir / "split"], capsys)
+    assert code == 0, err
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / "split" / "liver.nii.gz")))  # (z, y, x)
+    assert mask.shape == (16, 48, 56)
+    assert not mask[:, :, 29:].any()  # nothing beyond the box (one voxel of tolerance for the box edge)
+
+
+def test_modality_warnings_from_header_and_intensities():
+    from SATSegmentLib.server import modality_from_metadata, modality_warnings
+
+    hu = np.full((4, 8, 8), -1000.0)
+    hu[:, 2:6, 2:6] = 40
+    assert modality_warnings("ct", {"modality": "CT"}, hu) == []
+    assert "DICOM header says MR" in modality_warnings("ct", {"modality": "MR"}, hu)[0]
+    assert "Hounsfield" in modality_warnings("ct", {}, hu + 1000)[0]
+    assert "air in a CT" in modality_warnings("mri", {}, hu)[0]
+    assert modality_from_metadata("auto", {"modality": "PT"}) == "pet"
+    assert modality_from_metadata("MRI", {"modality": "CT"}) == "mri"
+
+
+def test_unexpected_errors_map_to_user_errors():
+    from SATSegmentLib.server import as_user_error
+
+    assert as_user_error(MemoryError()).exit_code == 5
+    oom = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2 GiB")
+    assert as_user_error(oom).code == "out_of_memory" and "--roi" in as_user_error(oom).hint
+    internal = as_user_error(ValueError("boom"))
+    assert internal.exit_code == 1 and "boom" in internal.message and "report" in internal.hint

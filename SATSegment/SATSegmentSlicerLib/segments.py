@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,9 +122,12 @@ def readSegmentationFile(path: str) -> slicer.vtkSegmentation:
     return node.GetSegmentation()
 
 
+def _segmentIds(segmentation: slicer.vtkSegmentation) -> list[str]:
+    return [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+
+
 def _segmentIdsNamed(segmentation: slicer.vtkSegmentation, name: str) -> list[str]:
-    ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    return [segmentId for segmentId in ids if segmentation.GetSegment(segmentId).GetName() == name]
+    return [i for i in _segmentIds(segmentation) if segmentation.GetSegment(i).GetName() == name]
 
 
 def _numberedName(segmentation: slicer.vtkSegmentation, name: str) -> str:
@@ -133,26 +137,39 @@ def _numberedName(segmentation: slicer.vtkSegmentation, name: str) -> str:
     return f"{name} ({number})"
 
 
-def _decide(policy: ConflictPolicy, segmentation: slicer.vtkSegmentation, existing: list[str]) -> ConflictPolicy:
-    """The action for one name: REPLACE, KEEP_BOTH or SKIP (AUTO resolved against the segments)."""
-    if not existing:
-        return ConflictPolicy.KEEP_BOTH  # nothing to conflict with: plain add
-    if policy is not ConflictPolicy.AUTO:
-        return policy
-    unedited = all(isUneditedModuleSegment(segmentation.GetSegment(segmentId)) for segmentId in existing)
-    return ConflictPolicy.REPLACE if unedited else ConflictPolicy.KEEP_BOTH
+def _replaceableCopies(segmentation: slicer.vtkSegmentation, name: str) -> list[str]:
+    """Unedited segments this module made for `name` before (named `name` or `name (n)`)."""
+    numbered = re.compile(re.escape(name) + r"( \(\d+\))?")
+    return [i for i in _segmentIds(segmentation)
+            if numbered.fullmatch(segmentation.GetSegment(i).GetName()) and isUneditedModuleSegment(segmentation.GetSegment(i))]
+
+
+def _decide(policy: ConflictPolicy, segmentation: slicer.vtkSegmentation, name: str) -> tuple[ConflictPolicy, list[str]]:
+    """The action for a new segment called `name`, and the segments it replaces.
+
+    AUTO replaces this module's unedited earlier results for that name (so re-runs do not pile up
+    copies) and otherwise keeps both; the explicit policies act on the segments of exactly that name.
+    """
+    sameName = _segmentIdsNamed(segmentation, name)
+    if policy is ConflictPolicy.AUTO:
+        replaceable = _replaceableCopies(segmentation, name)
+        if replaceable:
+            return ConflictPolicy.REPLACE, replaceable
+        return ConflictPolicy.KEEP_BOTH, sameName
+    if not sameName:
+        return ConflictPolicy.KEEP_BOTH, []
+    return policy, sameName
 
 
 def importResults(
     segmentationNode: slicer.vtkMRMLSegmentationNode,
     segNrrdPath: str,
     policy: ConflictPolicy = ConflictPolicy.AUTO,
-    extraTags: dict[str, str] | None = None,
 ) -> ImportReport:
     """Add the segments of the worker's `.seg.nrrd` to `segmentationNode` following `policy`.
 
     Saves an MRML undo state first. Existing segments are removed only under REPLACE, or under AUTO
-    when every segment of that name was created by this module and is unchanged.
+    when they are this module's earlier, unedited results for the same structure.
     """
     source = readSegmentationFile(segNrrdPath)
     target = segmentationNode.GetSegmentation()
@@ -163,23 +180,21 @@ def importResults(
     try:
         for index in range(source.GetNumberOfSegments()):
             segment = _binarySegment(source.GetNthSegment(index))
-            for key, value in (extraTags or {}).items():
-                segment.SetTag(key, value)
             segment.SetTag(TAG_CHECKSUM, segmentChecksum(segment))
             name = segment.GetName()
-            existing = _segmentIdsNamed(target, name)
-            action = _decide(ConflictPolicy(policy), target, existing)
+            action, existing = _decide(ConflictPolicy(policy), target, name)
             if action is ConflictPolicy.SKIP:
                 report.skipped.append(name)
                 continue
             if action is ConflictPolicy.REPLACE:
                 segmentId = existing[0]
+                segment.SetName(target.GetSegment(segmentId).GetName())
                 position = target.GetSegmentIndex(segmentId)
                 for oldId in existing:
                     target.RemoveSegment(oldId)
                 insertBefore = target.GetNthSegmentID(position) if position < target.GetNumberOfSegments() else ""
                 target.AddSegment(segment, segmentId, insertBefore)
-                report.replaced.append(name)
+                report.replaced.append(segment.GetName())
             else:
                 if existing:
                     segment.SetName(_numberedName(target, name))

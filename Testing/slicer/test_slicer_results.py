@@ -137,6 +137,9 @@ def test_segment_made_by_the_user_is_never_replaced_by_default(ct_volume, result
     assert _names(node) == ["spleen", "liver", "spleen (2)"]
     assert node.GetSegmentation().GetSegment(userSegmentId) is not None
     assert report.keptBoth == {"spleen": "spleen (2)"}
+    again = segments.importResults(node, str(path))  # a re-run replaces our copies, not the user's
+    assert _names(node) == ["spleen", "liver", "spleen (2)"]
+    assert sorted(again.replaced) == ["liver", "spleen (2)"] and not again.keptBoth
 
 
 @pytest.mark.parametrize("policy, expected_names, expected_liver_voxels", [

@@ -26,7 +26,7 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 from SATSegmentSlicerLib import dependencies, devices, paths
-from SATSegmentSlicerLib.segments import ConflictPolicy
+from SATSegmentSlicerLib.policies import ConflictPolicy
 
 paths.ensureLibraryImportable()
 
@@ -768,27 +768,20 @@ class SATSegmentTest(ScriptedLoadableModuleTest):
     def test_DependenciesAndVocabulary(self):
         logic = SATSegmentLogic()
         self.assertIsInstance(logic.missingDependencies(), list)
-        term, suggestions = logic.resolvePrompt("liver", "ct")
-        self.assertEqual(term, "liver")
-        term, suggestions = logic.resolvePrompt("livr", "ct")
+        term, suggestions = logic.resolvePrompt("Liver", "ct")
+        self.assertEqual((term, suggestions), ("liver", []))
+        term, suggestions = logic.resolvePrompt("banana", "ct")
         self.assertIsNone(term)
-        self.assertIn("liver", suggestions)
+        self.assertIn("Abdominal organs", logic.presets())
 
     def test_SegmentSampleData(self):
-        import SampleData
-
         logic = SATSegmentLogic()
         if logic.missingDependencies() or logic.modelMissing("nano"):
             self.delayDisplay("SAT-Nano or its Python packages are not installed: inference test skipped")
             return
-        volumeNode = SampleData.downloadSample("CTChest")
-        bounds = [0.0] * 6
-        volumeNode.GetRASBounds(bounds)
-        roiNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-        roiNode.SetCenter([(bounds[2 * axis] + bounds[2 * axis + 1]) / 2 for axis in range(3)])
-        roiNode.SetSize(150, 150, 120)
+        volumeNode = slicer.util.loadVolume(str(paths.resourcesDir() / "Samples" / "example_ct_sm.nii.gz"))
         parameterNode = logic.getParameterNode()
-        parameterNode.inputVolume, parameterNode.roi = volumeNode, roiNode
+        parameterNode.inputVolume = volumeNode
         parameterNode.prompts, parameterNode.modality = ["liver", "spleen"], "ct"
         outcomes = []
         logic.onFinished = outcomes.append
@@ -796,7 +789,8 @@ class SATSegmentTest(ScriptedLoadableModuleTest):
         while not outcomes:
             slicer.app.processEvents()
         logic.shutdown()
-        self.assertEqual(outcomes[0].status, "done", outcomes[0].error)
-        names = [outcomes[0].segmentationNode.GetSegmentation().GetSegment(i).GetName() for i in outcomes[0].report.added]
-        self.assertEqual(len(names), 2)
+        outcome = outcomes[0]
+        self.assertEqual(outcome.status, "done", outcome.error)
+        segmentation = outcome.segmentationNode.GetSegmentation()
+        self.assertEqual([segmentation.GetSegment(i).GetName() for i in outcome.report.added], ["liver", "spleen"])
         self.delayDisplay("Test passed")

@@ -15,6 +15,7 @@ from typing import Callable
 import slicer
 
 from . import segments, volumes
+from .policies import ConflictPolicy
 from .worker import WorkerClient
 
 
@@ -29,7 +30,7 @@ class RunRequest:
     device: str = "auto"                                 # 'auto', 'cuda', 'cpu'
     roiNode: slicer.vtkMRMLMarkupsROINode | None = None
     outputSegmentationNode: slicer.vtkMRMLSegmentationNode | None = None  # None: create one
-    policy: segments.ConflictPolicy = segments.ConflictPolicy.AUTO
+    policy: ConflictPolicy = ConflictPolicy.AUTO
     allowFreeText: bool = False                          # the user confirmed out-of-vocabulary prompts
 
 

@@ -9,7 +9,6 @@ Needs only Slicer's MRML layer (the `slicer-core` wheel is enough): no Qt.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -19,21 +18,14 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
+from .policies import ConflictPolicy
+
 TAG_PROMPT = "SATSegment.Prompt"
 TAG_TERM = "SATSegment.Term"
 TAG_MODEL = "SATSegment.Model"
 TAG_DATE = "SATSegment.Date"
 TAG_CHECKSUM = "SATSegment.Checksum"  # labelmap checksum when the module created the segment
 BINARY_LABELMAP = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
-
-
-class ConflictPolicy(str, enum.Enum):
-    """What to do when the segmentation already has a segment with the new segment's name."""
-
-    AUTO = "auto"          # replace segments this module created and nobody edited; otherwise keep both
-    REPLACE = "replace"    # replace the existing segment(s) of that name
-    KEEP_BOTH = "keep"     # add the new segment under a numbered name
-    SKIP = "skip"          # leave the existing segment, do not add the new one
 
 
 @dataclass

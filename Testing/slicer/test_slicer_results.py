@@ -15,7 +15,7 @@ vtk = pytest.importorskip("vtk")
 from SATSegmentLib import outputs, vocabulary  # noqa: E402
 from SATSegmentLib.server import _segment_spec  # noqa: E402  (exactly the segments the worker writes)
 from SATSegmentSlicerLib import segments  # noqa: E402
-from SATSegmentSlicerLib.segments import ConflictPolicy  # noqa: E402
+from SATSegmentSlicerLib.policies import ConflictPolicy  # noqa: E402
 
 
 def _masks(ct_path: Path) -> tuple[sitk.Image, dict[str, np.ndarray]]:

@@ -154,6 +154,7 @@ class Worker:
         prompts = check_prompts(request.prompts)
         output = _check_outputs(request)
         _check_device(request.device)
+        model_source, model_label = _model_source(request)  # fails fast; downloads wait for a valid image
         terms = None
         if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
             terms = self._resolve_prompts(prompts, request.modality, request.allow_free_text, emit)
@@ -163,7 +164,9 @@ class Worker:
             emit({"event": "warning", "message": warning})
         if terms is None:
             terms = self._resolve_prompts(prompts, modality, request.allow_free_text, emit)
-        segmenter, model_label = self._segmenter_for(request, progress, cancel)
+        if model_source is None:
+            model_source, model_label = _model_source(request, progress, cancel, download=True)
+        segmenter = self._segmenter_for(request, model_source, model_label, progress)
         _check_cancel(cancel)
         unique_terms = list(dict.fromkeys(terms.values()))
         before = _cache_state(segmenter, unique_terms, modality)
@@ -217,9 +220,8 @@ class Worker:
             terms[prompt] = term
         return terms
 
-    def _segmenter_for(self, request: SegmentRequest, progress, cancel: threading.Event):
-        """The Segmenter for the requested model and device, loading (or downloading) it if needed."""
-        source, label = _model_source(request, progress, cancel)
+    def _segmenter_for(self, request: SegmentRequest, source: tuple, label: str, progress):
+        """The Segmenter for the model files in `source` on the requested device, loading it if needed."""
         key = (source, request.device)
         if key != self._model_key:
             from . import model as sat_model
@@ -236,7 +238,7 @@ class Worker:
             self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes)
             self._model_key = key
             progress("load_model", 1, 1, f"{label} loaded")
-        return self._segmenter, label
+        return self._segmenter
 
 
 def _suggest(prompt: str, modality: str, limit: int = 5) -> list[str]:
@@ -252,8 +254,13 @@ def _suggest(prompt: str, modality: str, limit: int = 5) -> list[str]:
     return found[:limit]
 
 
-def _model_source(request: SegmentRequest, progress, cancel: threading.Event) -> tuple[tuple, str]:
-    """What to load: official checkpoint files, a model folder, or an installed registry model."""
+def _model_source(request: SegmentRequest, progress=None, cancel: threading.Event | None = None,
+                  download: bool = False) -> tuple[tuple | None, str]:
+    """What to load: official checkpoint files, a model folder, or an installed registry model.
+
+    A registry model that is missing raises ModelError, unless the request allows downloading: then
+    it is downloaded when `download` is true, and the source is None (still to download) otherwise.
+    """
     from . import modelstore
 
     if request.checkpoint or request.text_encoder_checkpoint:
@@ -268,6 +275,8 @@ def _model_source(request: SegmentRequest, progress, cancel: threading.Event) ->
     name = request.model or "nano"
     if name in modelstore.registry():
         if name not in modelstore.installed() and request.allow_download:
+            if not download:
+                return None, modelstore.entry(name)["display_name"]
             modelstore.download(name, progress=progress, cancel=cancel)
         return (str(modelstore.path_for(name)),), modelstore.entry(name)["display_name"]
     folder = Path(name).expanduser()

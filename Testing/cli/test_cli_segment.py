@@ -88,18 +88,19 @@ def _absurd_spacing(tmp_path, write_volume, ct_like):
     (_nan_voxels, "NaN"),
     (_absurd_spacing, "spacing"),
 ])
-def test_bad_images_exit_2_without_output(make, message, tmp_path, out_dir, volume_writer, capsys):
+def test_bad_images_exit_2_without_output(make, message, tmp_path, out_dir, volume_writer, tiny_model_dir, capsys):
     path = make(tmp_path, *volume_writer)
-    code, out, err = run(["segment", path, "--prompt", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "auto"], capsys)
+    code, out, err = run(["segment", path, "--prompt", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "auto",
+                          "--model", tiny_model_dir], capsys)
     assert code == 2, err
     assert err.startswith("error: ") and "hint: " in err
     assert message.lower() in err.lower()
     assert_nothing_written(out_dir)
 
 
-def test_auto_modality_refuses_nifti(ct_path, out_dir, capsys):
-    code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd"], capsys)
-    assert code == 2 and "--modality" in err or "modality" in err.lower()
+def test_auto_modality_refuses_nifti(ct_path, out_dir, tiny_model_dir, capsys):
+    code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd", "--model", tiny_model_dir], capsys)
+    assert code == 2 and "--modality ct" in err
     assert_nothing_written(out_dir)
 
 
@@ -164,10 +165,14 @@ def test_cuda_on_cpu_machine_exit_7(ct_path, out_dir, capsys):
     assert_nothing_written(out_dir)
 
 
-def test_model_not_installed_says_how_to_get_it(ct_path, out_dir, capsys):
+def test_model_not_installed_says_how_to_get_it(ct_path, out_dir, tmp_path, capsys):
     code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "ct", "--model", "nano"], capsys)
     assert code == 4 and "satsegment models download nano" in err
     assert_nothing_written(out_dir)
+    # --download is needed to fetch, and a bad image is reported before any download starts
+    code, _, err = run(["segment", tmp_path / "missing.nii.gz", "-p", "liver", "-o", out_dir / "r.seg.nrrd",
+                        "--modality", "ct", "--download"], capsys)
+    assert code == 2 and "not found" in err
 
 
 def test_corrupt_model_files_exit_4(ct_path, out_dir, tiny_model_dir, tmp_path, capsys):
@@ -262,9 +267,9 @@ def test_console_entry_subprocess(ct_path, out_dir, tiny_model_dir, tmp_path):
                         capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert (out_dir / "r.seg.nrrd").is_file()
-    bad = subprocess.run([sys.executable, "-m", "SATSegmentLib", "segment", str(tmp_path / "missing.nii.gz"), "-p", "liver",
-                          "-o", str(out_dir / "x.seg.nrrd")], capture_output=True, text=True, env=env, timeout=120)
-    assert bad.returncode == 2 and "not found" in bad.stderr
+    bad = subprocess.run([sys.executable, "-m", "SATSegmentLib", "segment", str(ct_path), "-p", "liver",
+                          "-o", str(out_dir / "x.seg.nrrd"), "--modality", "ct"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 4 and "satsegment models download nano" in bad.stderr
 
 
 def test_help_and_models_list_do_not_import_torch(tmp_path):

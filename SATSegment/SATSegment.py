@@ -168,7 +168,7 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.presetComboBox.addItem(_("Add a preset..."), "")
         for name in self.logic.presets():
             self.ui.presetComboBox.addItem(name, name)
-        self.ui.presetComboBox.activated.connect(self.onPresetChosen)
+        self.ui.presetComboBox.connect("activated(int)", self.onPresetChosen)
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
             shortcut = qt.QShortcut(qt.QKeySequence(keys), self.parent)
             shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)
@@ -241,11 +241,10 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         node = self._parameterNode
         if node is None:
             return
-        with slicer.util.NodeModify(node):
-            node.modality = self.ui.modalityComboBox.currentData
-            node.model = self.ui.modelComboBox.currentData
-            node.device = self.ui.deviceComboBox.currentData
-            node.conflictPolicy = self.ui.conflictPolicyComboBox.currentData
+        node.modality = self.ui.modalityComboBox.currentData
+        node.model = self.ui.modelComboBox.currentData
+        node.device = self.ui.deviceComboBox.currentData
+        node.conflictPolicy = self.ui.conflictPolicyComboBox.currentData
 
     def updateApplyButton(self) -> None:
         if self.logic.busy:
@@ -263,9 +262,8 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # -- prompts -----------------------------------------------------------------------------------
 
     def setPrompts(self, prompts, freeText) -> None:
-        with slicer.util.NodeModify(self._parameterNode):
-            self._parameterNode.prompts = list(dict.fromkeys(prompts))
-            self._parameterNode.freeTextPrompts = [p for p in dict.fromkeys(freeText) if p in prompts]
+        self._parameterNode.freeTextPrompts = [p for p in dict.fromkeys(freeText) if p in prompts]
+        self._parameterNode.prompts = list(dict.fromkeys(prompts))
 
     def addPrompts(self, terms, freeText=()) -> None:
         node = self._parameterNode
@@ -290,7 +288,11 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         text = self.ui.promptLineEdit.text.strip()
         if not text:
             return False
-        term, suggestions = self.logic.resolvePrompt(text, self._parameterNode.modality)
+        # Enter on a completion: the line edit holds the suggestion's display text
+        term = self._suggestionTerms.get(text)
+        suggestions = []
+        if term is None:
+            term, suggestions = self.logic.resolvePrompt(text, self._parameterNode.modality)
         if term:
             self.addPrompts([term])
             self.ui.promptLineEdit.clear()

@@ -143,12 +143,16 @@ def _segment(args) -> int:
         text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device,
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
         allow_free_text=args.allow_free_text, allow_download=args.download)
-    emit = {"json": lambda e: _print_json(e, sys.stdout), "text": _print_event, "none": _print_warnings_only}[args.progress]
-    result = Worker(feature_cache_mb=0).run(request, emit)
-    if args.progress == "json":
-        _print_json({"event": "result", "id": None, **result}, sys.stdout)
-    else:
+    if args.progress != "json":
+        result = Worker(feature_cache_mb=0).run(request, _print_event if args.progress == "text" else _print_warnings_only)
         _print_summary(result)
+        return 0
+    events, sys.stdout = sys.stdout, sys.stderr  # stdout carries only the JSON events
+    try:
+        result = Worker(feature_cache_mb=0).run(request, lambda event: _print_json(event, events))
+    finally:
+        sys.stdout = events
+    _print_json({"event": "result", "id": None, **result}, sys.stdout)
     return 0
 
 

@@ -550,9 +550,17 @@ class _Server:
 
 
 def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float = DEFAULT_FEATURE_CACHE_MB) -> int:
-    """Run the JSON-lines worker until `shutdown` or end of input; returns the exit status (0)."""
-    server = _Server(stdin or sys.stdin, stdout or sys.stdout, Worker(feature_cache_mb))
-    reader = threading.Thread(target=server.read_requests, name="satsegment-stdin", daemon=True)
-    reader.start()
-    server.run_jobs()
+    """Run the JSON-lines worker until `shutdown` or end of input; returns the exit status (0).
+
+    While it runs, `sys.stdout` points at stderr, so a stray print from any library cannot corrupt the protocol.
+    """
+    protocol_out = stdout or sys.stdout
+    server = _Server(stdin or sys.stdin, protocol_out, Worker(feature_cache_mb))
+    saved, sys.stdout = sys.stdout, sys.stderr
+    try:
+        reader = threading.Thread(target=server.read_requests, name="satsegment-stdin", daemon=True)
+        reader.start()
+        server.run_jobs()
+    finally:
+        sys.stdout = saved
     return 0

@@ -453,7 +453,7 @@ class _Server:
                     return
         except (OSError, ValueError) as exc:  # stdin closed under us
             print(f"satsegment serve: stdin: {exc}", file=sys.stderr)
-        self.shutdown(None)  # EOF acts like shutdown
+        self.jobs.put(None)  # end of input: finish the queued jobs, then say bye
 
     def handle_line(self, line: str) -> None:
         try:

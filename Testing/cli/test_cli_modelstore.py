@@ -223,3 +223,22 @@ def test_registry_has_both_official_models():
     assert reg["pro"]["files"]["segmentation.pth"]["path"] == "Pro/SAT_Pro.pth"
     assert reg["pro"]["files"]["text_encoder.pth"]["path"] == "Pro/text_encoder.pth"
     assert "no licence" in modelstore.licence_note()
+
+
+def test_models_subcommands(hub, tmp_path, capsys):
+    from SATSegmentLib.cli import main
+
+    assert main(["models", "download", "nano"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(modelstore.path_for("nano")) and "no licence" in err
+    assert main(["models", "verify", "nano"]) == 0
+    assert capsys.readouterr().out.count("ok  ") == 2
+    assert main(["models", "list"]) == 0
+    assert "nano   SAT-Nano  installed" in capsys.readouterr().out
+    assert main(["models", "path"]) == 0 and capsys.readouterr().out.strip() == str(modelstore.model_home())
+    assert main(["models", "remove", "nano"]) == 0 and "removed nano" in capsys.readouterr().out
+    assert main(["models", "path", "nano"]) == 4
+    del hub.files["/Nano/nano.pth"]
+    assert main(["models", "download", "nano"]) == 6
+    assert "404" in capsys.readouterr().err
+    assert main(["models", "import", "nano", str(tmp_path / "nothing")]) == 2

@@ -192,7 +192,7 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self.logic.shutdown()  # the worker's caches belong to the closed scene's volumes
+        self.logic.stopWorker()  # its caches belong to the closed scene's volumes; downloads go on
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -228,12 +228,10 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptListWidget.clear()
         for prompt in node.prompts:
             item = qt.QListWidgetItem(prompt)
+            item.setData(qt.Qt.UserRole, prompt)
             if prompt in node.freeTextPrompts:
                 item.setText(_("{prompt} (not in SAT's vocabulary)").format(prompt=prompt))
-                item.setData(qt.Qt.UserRole, prompt)
                 item.setForeground(qt.QBrush(qt.QColor("darkorange")))
-            else:
-                item.setData(qt.Qt.UserRole, prompt)
             self.ui.promptListWidget.addItem(item)
         self.updateApplyButton()
 
@@ -427,6 +425,11 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.cancel()
             return
         node = self._parameterNode
+        missingPackages = self.logic.missingDependencies()
+        if missingPackages:
+            slicer.util.errorDisplay(_("Install the Python packages SAT needs first (Setup, Install...): {packages}").format(
+                packages=", ".join(missingPackages)))
+            return
         if node.freeTextPrompts and not slicer.util.confirmYesNoDisplay(
                 _("These prompts are not in SAT's vocabulary: {prompts}. Run them anyway?").format(
                     prompts=", ".join(node.freeTextPrompts))):
@@ -644,24 +647,30 @@ class SATSegmentLogic(ScriptedLoadableModuleLogic):
         """Download in a child process (`SATSegmentSlicerLib.modeldownload`); the GUI keeps running."""
         from SATSegmentSlicerLib.worker import WorkerClient
 
+        finished = []
+
         def onEvent(event):
             if event.get("event") == "progress":
                 onProgress(event)
             elif event.get("event") in ("result", "error"):
-                self._download = None
+                finished.append(event)
                 onFinished(event)
 
+        def onExit(returnCode):
+            self._download = None
+            if not finished:
+                onFinished({"event": "error", "message": _("The download stopped (exit code {code}).").format(code=returnCode),
+                            "hint": _("See the log panel; downloading again resumes where it stopped.")})
+
         command = [paths.pythonExecutable(), "-m", "SATSegmentSlicerLib.modeldownload", name]
-        self._download = WorkerClient(command, paths.workerEnvironment(), onEvent, self.onLog)
+        self._download = WorkerClient(command, paths.workerEnvironment(), onEvent, self.onLog, onExit=onExit)
         self._download.start()
         self._timer.start()
 
     def cancelDownload(self) -> None:
         if self._download:
-            self._download.kill()
-            self._download.poll()
-            self._download = None
             self.onLog(_("Download cancelled; it resumes where it stopped next time."))
+            self._download.kill()  # its exit reports the end of the download
 
     # devices
 
@@ -741,13 +750,17 @@ class SATSegmentLogic(ScriptedLoadableModuleLogic):
         return {segmentation.GetSegment(i).GetName(): segmentVolumeMl(segmentation.GetSegment(i))
                 for i in segmentIds if segmentation.GetSegment(i)}
 
-    def shutdown(self) -> None:
-        """Stop the worker and any download (scene close, module cleanup, application exit)."""
-        self._timer.stop()
+    def stopWorker(self) -> None:
+        """Stop the worker (a running job ends as cancelled); the next run starts a new one."""
         if self._runner:
             self._runner.shutdown()
             self._runner = None
+
+    def shutdown(self) -> None:
+        """Stop the worker and any download (module cleanup, application exit)."""
+        self.stopWorker()
         self.cancelDownload()
+        self._timer.stop()
 
 
 #

@@ -27,7 +27,8 @@ class WorkerClient:
     """One worker process, restarted on demand; requests out, events back through `poll()`.
 
     `onEvent(message)` receives every reply (`message["event"]` is its kind); `onLog(line)` receives
-    the worker's stderr. A job that is cancelled but not acknowledged within `cancelTimeout` seconds
+    the worker's stderr; `onExit(returnCode)` runs once the process has ended and all its output was
+    delivered. A job that is cancelled but not acknowledged within `cancelTimeout` seconds
     gets its process tree killed and a `cancelled` event synthesised, so Cancel always ends a run.
     """
 
@@ -38,11 +39,13 @@ class WorkerClient:
         onEvent: EventCallback | None = None,
         onLog: LogCallback | None = None,
         cancelTimeout: float = 5.0,
+        onExit: Callable[[int], None] | None = None,
     ) -> None:
         self.command = list(command)
         self.env = env
         self.onEvent = onEvent or (lambda message: None)
         self.onLog = onLog or (lambda line: None)
+        self.onExit = onExit or (lambda returnCode: None)
         self.cancelTimeout = cancelTimeout
         self._process: subprocess.Popen | None = None
         self._queue: queue.Queue = queue.Queue()
@@ -186,6 +189,7 @@ class WorkerClient:
     def _processEnded(self) -> list[dict]:
         returnCode = self._process.wait()
         self.onLog(f"worker exited with code {returnCode}")
+        self.onExit(returnCode)
         if self._expectExit or self._killDeadline is not None:
             return self._finishPending({"event": "cancelled"})
         killedBySystem = os.name != "nt" and returnCode == -signal.SIGKILL

@@ -71,9 +71,11 @@ def test_cancel_kills_a_worker_that_does_not_answer_and_its_children():
 
 
 def test_worker_that_dies_turns_pending_jobs_into_errors():
-    client, events, logs = _client(DIES)
+    exits = []
+    client, events, logs = _client(DIES, onExit=exits.append)
     job = client.submitSegment("in.nrrd", ["liver"], "out.seg.nrrd")
     final = client.waitFor(job, timeout=30)
+    assert exits == [3]
     assert final["event"] == "error" and final["id"] == job
     assert "exit code 3" in final["message"] and final["hint"]
     assert "worker exited with code 3" in logs

@@ -169,8 +169,8 @@ def _read_prompts_file(path: str | None) -> list[str]:
 def _print_event(event: dict) -> None:
     if event["event"] == "progress":
         eta = f", about {event['eta']:.0f} s left" if event.get("eta") is not None else ""
-        print(f"[{event['fraction']:4.0%}] {event['stage']} {event['current']}/{event['total']} "
-              f"{event.get('message', '')} ({event['elapsed']:.0f} s{eta})", file=sys.stderr)
+        print(f"[{event['fraction']:4.0%}] {event['stage']}: {event.get('message', '')} ({event['elapsed']:.0f} s{eta})",
+              file=sys.stderr)
     else:
         _print_warnings_only(event)
 

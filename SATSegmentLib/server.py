@@ -215,7 +215,8 @@ class Worker:
                 term = prompt.lower()
             duplicate = next((p for p, t in terms.items() if t == term), None)
             if duplicate is not None:
-                emit({"event": "warning", "message": f"Prompt '{prompt}' means the same as '{duplicate}' ({term}); it is segmented once."})
+                same = "is given twice" if duplicate.lower() == prompt.lower() else f"means the same as '{duplicate}' ({term})"
+                emit({"event": "warning", "message": f"Prompt '{prompt}' {same}; it is segmented once."})
                 continue
             terms[prompt] = term
         return terms

@@ -43,10 +43,11 @@ def test_every_subcommand_has_help(argv, capsys):
 
 # ---- bad images: exit 2 before any model is needed (the model cache is empty) ---------------------
 
-def _corrupt_gzip(tmp_path, *helpers):
-    path = tmp_path / "corrupt.nii.gz"
-    data = gzip.compress(b"\x00" * 5000)
+def _corrupt_gzip(tmp_path, write_volume, ct_like):
+    path = write_volume(tmp_path / "corrupt.nii.gz", ct_like())  # a real scan, truncated mid-stream
+    data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    assert gzip.decompress(data)  # the untruncated file was fine
     return path
 
 

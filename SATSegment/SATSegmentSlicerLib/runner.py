@@ -81,6 +81,11 @@ class SegmentationRunner:
             raise RuntimeError("a SAT run is already in progress")
         if not request.prompts:
             raise ValueError("no prompts to segment")
+        output = request.outputSegmentationNode
+        if output is not None and output.GetTransformNodeID() != request.volumeNode.GetTransformNodeID():
+            raise ValueError(f"The segmentation '{output.GetName()}' is under another transform than the volume "
+                             f"'{request.volumeNode.GetName()}', so the results would not overlay the scan. "
+                             "Choose 'Create new segmentation', or put both under the same transform.")
         self._workDir = Path(tempfile.mkdtemp(prefix="SATSegment-", dir=self.tempRoot))
         inputPath = self._workDir / "input.nrrd"
         volumes.exportVolume(request.volumeNode, str(inputPath))

@@ -127,3 +127,12 @@ def test_cancel_leaves_the_scene_untouched(scene, small_ct, runner, tiny_model_d
     assert _snapshot(scene, output) == before
     assert not any(p.exists() for p in workDirs), "temporary files were left behind"
     assert not runner.busy
+
+
+def test_output_under_another_transform_is_refused_before_any_work(scene, small_ct, runner, tiny_model_dir):
+    output = segments.createOutputSegmentation(small_ct, "moved")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    output.SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(ValueError, match="another transform"):
+        runner.start(RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), outputSegmentationNode=output))
+    assert not runner.busy and list(Path(runner.tempRoot).iterdir()) == []

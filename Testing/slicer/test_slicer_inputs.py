@@ -76,3 +76,15 @@ def test_requirements_are_checked_without_importing(tmp_path, monkeypatch):
     assert dependencies.missingRequirements(lines) == ["numpy>=999", "no-such-package-xyz>=1"]
     assert "slicerio" not in sys.modules, "checking a requirement imported the package"
     assert dependencies.torchMissing() is False  # torch 2.x is installed here
+
+
+def test_device_description_and_gpu_memory_warning():
+    from SATSegmentSlicerLib import devices
+
+    described = devices.describeDevices()
+    assert described["torch"] and described["cuda"] is bool(described["gpus"])
+    small = [{"name": "GeForce RTX 3060", "memory_gb": 12.0}]
+    warning = devices.memoryWarning(small, 24)
+    assert "GeForce RTX 3060" in warning and "12" in warning and "24" in warning and "ROI" in warning
+    assert devices.memoryWarning([{"name": "A100", "memory_gb": 80.0}], 24) is None
+    assert devices.memoryWarning([], 24) is None and devices.memoryWarning(small, None) is None

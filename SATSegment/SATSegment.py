@@ -61,6 +61,14 @@ class SATSegment(ScriptedLoadableModule):
             "with Text Prompts, arXiv:2312.17183. No image data leaves this computer; model weights are downloaded "
             "only from the official SAT repository and only when you ask for it."
         )
+        slicer.app.connect("startupCompleted()", loadTerminology)
+
+
+def loadTerminology() -> None:
+    """Make Slicer know SATSegment's terminology context, so segments show their SNOMED terms."""
+    from SATSegmentSlicerLib.segments import loadTerminologyContexts
+
+    loadTerminologyContexts(slicer.modules.terminologies.logic(), paths.resourcesDir() / "Terminology")
 
 
 #

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import slicer
@@ -197,6 +198,20 @@ def importResults(
     finally:
         segmentationNode.EndModify(wasModifying)
     return report
+
+
+def loadTerminologyContexts(terminologiesLogic: slicer.vtkSlicerTerminologiesModuleLogic, folder: Path) -> list[str]:
+    """Load the module's terminology contexts (`*.term.json`), so Slicer shows the segments' SNOMED terms.
+
+    Returns the names of the contexts that are loaded afterwards.
+    """
+    names = []
+    for path in sorted(Path(folder).glob("*.term.json")):
+        name = terminologiesLogic.LoadTerminologyFromFile(str(path))
+        if not name:
+            raise OSError(f"Slicer could not load the terminology file {path}")
+        names.append(name)
+    return names
 
 
 # -- output node -----------------------------------------------------------------------------------

@@ -192,3 +192,15 @@ def test_unreadable_result_file_raises_and_leaves_segments(ct_volume, tmp_path):
     with pytest.raises(OSError):
         segments.importResults(node, str(broken))
     assert _names(node) == ["mine"]
+
+
+def test_module_terminology_context_loads_and_knows_the_segments_terms():
+    from SATSegmentSlicerLib.paths import resourcesDir
+
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    names = segments.loadTerminologyContexts(logic, resourcesDir() / "Terminology")
+    context = vocabulary.terminology_for("liver").slicer_entry.split("~")[0]
+    assert context in names and logic.IsTerminologyContextLoaded(context)
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert logic.DeserializeTerminologyEntry(vocabulary.terminology_for("liver").slicer_entry, entry)
+    assert entry.GetTypeObject().GetCodeMeaning() == "Liver"

@@ -178,9 +178,9 @@ class _SlabBlender:
         """Windows starting at `h_start` never touch rows above it: finalise those and shift the slab."""
         if h_start <= self.top:
             return
-        self._finalise(self.top, h_start)
-        shift = h_start - self.top
         rows = self.numerator.shape[1]
+        self._finalise(self.top, min(h_start, self.top + rows))  # rows below the slab were never touched
+        shift = h_start - self.top
         if shift < rows:
             self.numerator[:, : rows - shift] = self.numerator[:, shift:]
             self.numerator[:, rows - shift:] = 0

@@ -96,3 +96,17 @@ def test_subset_of_windows_leaves_uncovered_voxels_empty(intensity_model):
     got = run_sliding_window(volume, intensity_model, queries, PATCH, windows=windows)
     mask = got.mask(0)
     assert mask[:PATCH[0]].all() and not mask[PATCH[0]:].any()
+
+
+def test_subset_starting_below_the_first_slab(intensity_model):
+    """An ROI far from row 0: rows no window touched are empty, covered rows match the full run."""
+    volume, queries = random_case((60, 30, 20), 3, seed=2)
+    all_windows = sliding_windows(volume.shape, PATCH)
+    far = [w for w in all_windows if w.start[0] >= 2 * PATCH[0]]
+    assert far, "the case must have windows starting beyond the first slab"
+    full = run_sliding_window(volume, intensity_model, queries, PATCH)
+    part = run_sliding_window(volume, intensity_model, queries, PATCH, windows=far)
+    first_row = far[0].start[0]
+    for n in range(3):
+        assert not part.mask(n)[:first_row].any()
+        np.testing.assert_array_equal(part.mask(n)[far[-1].start[0]:], full.mask(n)[far[-1].start[0]:])

@@ -164,6 +164,7 @@ class Worker:
             emit({"event": "warning", "message": warning})
         if terms is None:
             terms = self._resolve_prompts(prompts, modality, request.allow_free_text, emit)
+        _split_paths(request, terms)  # existing split files: refuse before any compute
         if model_source is None:
             model_source, model_label = _model_source(request, progress, cancel, download=True)
         segmenter = self._segmenter_for(request, model_source, model_label, progress)
@@ -334,21 +335,38 @@ def _check_outputs(request: SegmentRequest) -> Path:
     return output
 
 
+def _split_paths(request: SegmentRequest, terms: dict[str, str]) -> dict[str, Path]:
+    """Prompt -> NIfTI path in --split-dir (unique names); refuses existing files unless `overwrite`."""
+    from .outputs import split_file_name
+
+    if not request.split_dir:
+        return {}
+    folder, paths = Path(request.split_dir).expanduser(), {}
+    for prompt, term in terms.items():
+        name, n = split_file_name(term), 1
+        while folder / name in paths.values():
+            n += 1
+            name = split_file_name(f"{term}_{n}")
+        paths[prompt] = folder / name
+        if paths[prompt].exists() and not request.overwrite:
+            raise InputError(f"{paths[prompt]} already exists; it was left untouched.",
+                             "Choose another --split-dir, or add --overwrite to replace it.")
+    return paths
+
+
 def _write_outputs(request: SegmentRequest, output: Path, result, terms: dict[str, str], model_label: str) -> dict:
     """Write the .seg.nrrd (and split NIfTI files) atomically; returns the `outputs` field."""
     from . import outputs
 
     specs = [_segment_spec(prompt, term, model_label) for prompt, term in terms.items()]
-    split: dict[str, str] = {}
+    split_paths = _split_paths(request, terms)
     with outputs.StagedOutputs(request.overwrite) as staged:
         outputs.write_seg_nrrd(staged.temp_path(output), result.masks, result.reference, specs)
-        if request.split_dir:
-            for spec in specs:
-                final = Path(request.split_dir).expanduser() / outputs.split_file_name(spec.name)
-                outputs.write_nifti_mask(staged.temp_path(final), result.masks[spec.key], result.reference)
-                split[spec.prompt] = str(final)
+        for spec in specs:
+            if spec.prompt in split_paths:
+                outputs.write_nifti_mask(staged.temp_path(split_paths[spec.prompt]), result.masks[spec.key], result.reference)
         staged.commit()
-    return {"segmentation": str(output), "split": split}
+    return {"segmentation": str(output), "split": {prompt: str(path) for prompt, path in split_paths.items()}}
 
 
 def _segment_spec(prompt: str, term: str, model_label: str):

@@ -327,3 +327,14 @@ def test_unexpected_errors_map_to_user_errors():
     assert as_user_error(oom).code == "out_of_memory" and "--roi" in as_user_error(oom).hint
     internal = as_user_error(ValueError("boom"))
     assert internal.exit_code == 1 and "boom" in internal.message and "report" in internal.hint
+
+
+def test_existing_split_file_is_refused_before_compute(ct_path, out_dir, tiny_model_dir, capsys):
+    split = out_dir / "split"
+    split.mkdir()
+    (split / "liver.nii.gz").write_text("mine")
+    code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "ct",
+                        "--model", tiny_model_dir, "--split-dir", split], capsys)
+    assert code == 2 and "liver.nii.gz already exists" in err
+    assert (split / "liver.nii.gz").read_text() == "mine"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["split"]

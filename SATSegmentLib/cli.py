@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Sequence, TextIO
 
@@ -110,7 +111,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last resort: a readable message and exit 1, plus the traceback
         from .server import as_user_error
 
-        import traceback
         traceback.print_exc()
         return _report(as_user_error(exc), json_errors)
 

@@ -33,6 +33,8 @@ _OFFICIAL_HINT = ("SAT needs the paired official files: the segmentation checkpo
 def _load_file(path: Path, what: str) -> object:
     if not path.is_file():
         raise ModelError(f"{what} {path} does not exist", hint=f"check the path; {_OFFICIAL_HINT}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{what} {path} is empty (0 bytes)", hint=f"download the file again; {_OFFICIAL_HINT}")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)

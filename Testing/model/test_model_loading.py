@@ -95,6 +95,9 @@ def test_missing_truncated_and_foreign_files(tmp_path, examples_dir):
     truncated.write_bytes(seg.read_bytes()[: seg.stat().st_size // 2])
     with pytest.raises(ModelError, match="incomplete"):
         ckpt.segmentation_state(truncated, cfg)
+    (tmp_path / "empty.pth").touch()
+    with pytest.raises(ModelError, match="is empty"):
+        ckpt.segmentation_state(tmp_path / "empty.pth", cfg)
     with pytest.raises(ModelError, match="not a readable PyTorch checkpoint"):
         ckpt.segmentation_state(examples_dir / "example_ct_sm.nii.gz", cfg)
     (tmp_path / "notes.txt").write_text("hello")

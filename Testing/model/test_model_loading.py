@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -195,3 +196,16 @@ def test_device_selection():
             resolve_device("cuda")
     with pytest.raises(DeviceError):
         resolve_device("tpu")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("SATSEGMENT_HEAVY_TESTS"),
+                    reason="writes ~0.9 GB of SAT-Nano files; set SATSEGMENT_HEAVY_TESTS=1 (and run under the heavy lock)")
+def test_full_size_nano_folder_loads_strictly(tmp_path):
+    folder = write_official_checkpoints(tmp_path, SATConfig.nano(), seed=0)[0].parent
+    SATConfig.nano().save(folder)
+    loaded = load_model_folder(folder, "cpu")
+    written = torch.load(folder / "segmentation.pth", weights_only=True, mmap=True)["model_state_dict"]
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, written[f"module.{key}"]), key
+    assert loaded.embed(["liver"], "ct").shape == (1, 768)

@@ -29,7 +29,7 @@ DEFAULT_FEATURE_CACHE_MB = 4096
 MODALITIES = ("ct", "mri", "pet")
 _DICOM_MODALITY = {"CT": "ct", "MR": "mri", "PT": "pet"}
 # Share of the whole job per stage, for `fraction` and `eta` in progress events.
-_STAGE_SHARE = {"load_model": 0.05, "load": 0.02, "preprocess": 0.05, "embed": 0.02, "inference": 0.80,
+_STAGE_SHARE = {"load_model": 0.05, "embed_vocabulary": 0.0, "load": 0.02, "preprocess": 0.05, "embed": 0.02, "inference": 0.80,
                 "map_back": 0.04, "write": 0.02}
 
 
@@ -240,7 +240,19 @@ class Worker:
             self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes)
             self._model_key = key
             progress("load_model", 1, 1, f"{label} loaded")
+            _embed_vocabulary(loaded, progress)
         return self._segmenter
+
+
+def _embed_vocabulary(loaded, progress) -> None:
+    """Embed SAT's whole vocabulary once per model (cached on disk), so known prompts never need the text encoder."""
+    from . import vocabulary
+    from .model import precompute_embeddings
+
+    pairs = [(t.term, m) for t in vocabulary.terms() for m in t.modalities]
+    if any(loaded.embeddings.get(term, m) is None for term, m in pairs):
+        progress("embed_vocabulary", 0, len(pairs), "embedding SAT's vocabulary once for this model")
+        precompute_embeddings(loaded, pairs, progress=lambda done, total: progress("embed_vocabulary", done, total, "embedding SAT's vocabulary"))
 
 
 def _suggest(prompt: str, modality: str, limit: int = 5) -> list[str]:

@@ -338,3 +338,25 @@ def test_existing_split_file_is_refused_before_compute(ct_path, out_dir, tiny_mo
     assert code == 2 and "liver.nii.gz already exists" in err
     assert (split / "liver.nii.gz").read_text() == "mine"
     assert sorted(p.name for p in out_dir.iterdir()) == ["split"]
+
+
+def test_first_use_of_a_model_embeds_the_whole_vocabulary_once(ct_path, out_dir, tiny_model_dir, tmp_path, capsys):
+    from SATSegmentLib import vocabulary
+    from SATSegmentLib.model import load_model_folder
+
+    model = tmp_path / "fresh-model"
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("text_embeddings", "fingerprints.json"))
+
+    def embedding_stages(output: str) -> list[dict]:
+        return [e for e in map(json.loads, output.splitlines()) if e.get("stage") == "embed_vocabulary"]
+
+    argv = ["segment", ct_path, "-p", "spleen", "--modality", "ct", "--model", model, "--progress", "json"]
+    code, out, err = run(argv + ["-o", out_dir / "first.seg.nrrd"], capsys)
+    assert code == 0, err
+    pairs = [(t.term, m) for t in vocabulary.terms() for m in t.modalities]
+    assert embedding_stages(out)[-1]["current"] == len(pairs) == 498
+    cached = load_model_folder(model, "cpu").embeddings
+    assert [p for p in pairs if cached.get(*p) is None] == []
+    code, out, err = run(argv + ["-o", out_dir / "second.seg.nrrd"], capsys)
+    assert code == 0, err
+    assert embedding_stages(out) == []

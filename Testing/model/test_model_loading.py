@@ -19,8 +19,9 @@ from SATSegmentLib.model.testing import random_models, write_official_checkpoint
 
 @pytest.fixture
 def model_dir(tiny_model_dir, tmp_path) -> Path:
-    """A private, writable copy of the shared tiny model folder."""
-    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    """A private, writable copy of the shared tiny model folder, without the caches other tests filled."""
+    caches = shutil.ignore_patterns("text_embeddings", "fingerprints.json")
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model", ignore=caches))
 
 
 def test_folder_loads_the_written_weights(model_dir):

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "Keeps the model loaded and caches the last volume's preprocessing and backbone features.",
                                 epilog=EPILOG)
     serve.add_argument("--feature-cache-mb", type=float, default=None, metavar="MB",
-                       help="memory cap for cached backbone features of the last volume (default 4096; 0 disables)")
+                       help="memory cap for cached backbone features of the last volume (default: 40%% of the RAM; 0 disables)")
     return parser
 
 
@@ -257,9 +257,9 @@ def _download_progress():
 
 
 def _serve(args) -> int:
-    from .server import DEFAULT_FEATURE_CACHE_MB, serve
+    from .server import serve
 
-    return serve(feature_cache_mb=DEFAULT_FEATURE_CACHE_MB if args.feature_cache_mb is None else args.feature_cache_mb)
+    return serve(feature_cache_mb=args.feature_cache_mb)
 
 
 _COMMANDS = {"segment": _segment, "terms": _terms, "models": _models, "serve": _serve}

@@ -70,11 +70,11 @@ class FeatureCache:
         return self._items.get(index)
 
     def put(self, index: int, features: Any) -> bool:
-        """Keep `features` if they fit in the remaining budget; returns whether they were kept."""
+        """Keep `features` (in host memory) if they fit in the remaining budget; returns whether they were kept."""
         size = int(features.nbytes)
         if index in self._items or self.nbytes + size > self.max_bytes:
             return False
-        self._items[index] = features
+        self._items[index] = features.to("cpu")  # host memory: a GPU needs its memory for the next windows
         self._sizes[index] = size
         return True
 
@@ -136,6 +136,8 @@ def run_sliding_window(
                 features = model.encode_image(_patch_tensor(volume, window, patch, device))
                 if feature_cache is not None:
                     feature_cache.put(window.index, features)
+            else:
+                features = features.to(device)
             result.backbone_seconds.append(time.perf_counter() - tic)
             timings["backbone"] += result.backbone_seconds[-1]
             g = gauss[: extent[0], : extent[1], : extent[2]].to(device)

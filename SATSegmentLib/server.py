@@ -7,6 +7,7 @@ backbone-feature caches) between jobs; `serve()` speaks the protocol of docs/wor
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -25,7 +26,17 @@ from .errors import (CancelledError, InputError, ModelError, OutOfMemoryError, S
 Emit = Callable[[dict], None]
 
 MAX_PROMPT_CHARS = 200
-DEFAULT_FEATURE_CACHE_MB = 4096
+FALLBACK_FEATURE_CACHE_MB = 4096
+FEATURE_CACHE_RAM_SHARE = 0.4  # a full-size SAT-Nano window's features are ~2 GB; the model itself needs ~11 GB on CPU
+
+
+def default_feature_cache_mb() -> float:
+    """Feature-cache cap when none is given: a share of the physical RAM (fallback 4096 MB where it is unknown)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_FEATURE_CACHE_MB
+    return round(ram * FEATURE_CACHE_RAM_SHARE / 2**20)
 MODALITIES = ("ct", "mri", "pet")
 _DICOM_MODALITY = {"CT": "ct", "MR": "mri", "PT": "pet"}
 # Share of the whole job per stage, for `fraction` and `eta` in progress events.
@@ -137,8 +148,8 @@ def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]
 class Worker:
     """Runs segmentation jobs, keeping one loaded model and its caches between them."""
 
-    def __init__(self, feature_cache_mb: float = DEFAULT_FEATURE_CACHE_MB) -> None:
-        self.feature_cache_bytes = int(feature_cache_mb * 2**20)
+    def __init__(self, feature_cache_mb: float | None = None) -> None:
+        self.feature_cache_bytes = int((default_feature_cache_mb() if feature_cache_mb is None else feature_cache_mb) * 2**20)
         self._model_key: tuple | None = None
         self._segmenter = None
         self._loaded = None
@@ -580,7 +591,7 @@ class _Server:
             self.emit({"event": "result", "id": request_id, **result})
 
 
-def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float = DEFAULT_FEATURE_CACHE_MB) -> int:
+def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float | None = None) -> int:
     """Run the JSON-lines worker until `shutdown` or end of input; returns the exit status (0).
 
     While it runs, `sys.stdout` points at stderr, so a stray print from any library cannot corrupt the protocol.

@@ -20,6 +20,9 @@ class IntensityFeatures:
     def nbytes(self) -> int:
         return self.pixel.numel() * self.pixel.element_size()
 
+    def to(self, device) -> "IntensityFeatures":
+        return IntensityFeatures(self.pixel.to(device))
+
 
 class IntensityModel(torch.nn.Module):
     """logit[n] = scale_n · (intensity − threshold_n) (+ a wiggle so probabilities vary inside windows).

@@ -236,8 +236,8 @@ def test_torch_is_never_pip_installed():
     assert "installTorch(" in module and "torchVersionRequirement=" in module
 
 
-def test_user_docs_have_the_sections_the_extensions_index_requires():
-    text = (REPO / "docs" / "slicer-module.md").read_text(encoding="utf-8").lower()
+def test_readme_has_the_sections_the_extensions_index_requires():
+    text = (REPO / "README.md").read_text(encoding="utf-8").lower()
     for heading in ("summary", "screenshot", "module description", "tutorial", "citation", "safety and privacy"):
         assert re.search(rf"^#+ .*{heading}", text, flags=re.M), heading
     assert "2312.17183" in text and "sample data" in text

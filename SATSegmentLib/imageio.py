@@ -219,7 +219,12 @@ def _nibabel_affine(path: Path) -> np.ndarray | None:
 
 
 def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, Any]]:
-    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
+    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" would precede our message
+    try:
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
     if not series_ids:
         raise InputError(
             f"No DICOM series found in folder {folder}.",

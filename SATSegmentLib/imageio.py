@@ -144,6 +144,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
         ) from None
     meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": []}
     if fmt == "nifti":
+        _check_nifti_finite(path)  # SimpleITK's NIfTI reader silently turns NaN and Inf into 0
         affine = _nibabel_affine(path)
         if affine is not None and image.GetDimension() == 3:
             # The official pipeline reads NIfTI geometry through nibabel; prefer its exact affine
@@ -207,11 +208,24 @@ def _nifti1_size(header: bytes) -> int | None:
     return None
 
 
-def _nibabel_affine(path: Path) -> np.ndarray | None:
+def _check_nifti_finite(path: Path) -> None:
+    """Raise InputError if a floating-point NIfTI holds NaN or infinite voxels (read with nibabel)."""
+    import nibabel
+
     try:
-        import nibabel
-    except ImportError:
-        return None
+        nifti = nibabel.load(str(path))
+        if nifti.get_data_dtype().kind != "f":
+            return  # integer voxels cannot be NaN
+        finite = np.isfinite(np.asanyarray(nifti.dataobj)).all()
+    except Exception:  # unreadable for nibabel: SimpleITK read it, its own checks apply
+        return
+    if not finite:
+        raise InputError(f"{path} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
+
+
+def _nibabel_affine(path: Path) -> np.ndarray | None:
+    import nibabel
+
     try:
         return np.asarray(nibabel.load(str(path)).affine, dtype=float)
     except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry

@@ -73,7 +73,14 @@ def _nan_voxels(tmp_path, write_volume, ct_like):
     array = ct_like().astype(np.float32)
     array[3, 10, 10] = np.nan
     array[4, 11, 11] = np.inf
-    return write_volume(tmp_path / "nan.nrrd", array)  # (ITK's NIfTI reader turns NaN into 0)
+    return write_volume(tmp_path / "nan.nrrd", array)
+
+
+def _nan_voxels_nifti(tmp_path, write_volume, ct_like):
+    """ITK's NIfTI reader silently turns NaN and Inf into 0: the check must not rely on it."""
+    array = ct_like().astype(np.float32)
+    array[3, 10, 10] = np.nan
+    return write_volume(tmp_path / "nan.nii.gz", array)
 
 
 def _absurd_spacing(tmp_path, write_volume, ct_like):
@@ -87,6 +94,7 @@ def _absurd_spacing(tmp_path, write_volume, ct_like):
     (_image_4d, ""),
     (_zero_size, ""),
     (_nan_voxels, "NaN"),
+    (_nan_voxels_nifti, "NaN"),
     (_absurd_spacing, "spacing"),
 ])
 def test_bad_images_exit_2_without_output(make, message, tmp_path, out_dir, volume_writer, tiny_model_dir, capsys):

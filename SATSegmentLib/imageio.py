@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .vocabulary import normalize_modality
 
 #: Spacing outside this range (mm) is almost certainly a broken header, not a real scan.
 MIN_SPACING_MM = 0.01
@@ -25,6 +26,8 @@ MAX_SPACING_MM = 50.0
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _DICOM_MODALITY_TAG = "0008|0060"
+#: DICOM Modality (0008,0060) values SAT has a modality for.
+DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet"}
 
 
 def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
@@ -47,6 +50,18 @@ def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
     image = validate_image(image, source=str(path))
     meta.setdefault("ras_affine", ras_affine_of(image))
     return image, meta
+
+
+def resolve_modality(modality: str, metadata: dict[str, Any]) -> str:
+    """'auto' takes the DICOM Modality tag (CT/MR/PT); anything else goes through SAT's own modality rule."""
+    modality = str(modality or "auto").strip().lower()
+    if modality != "auto":
+        return normalize_modality(modality)
+    tag = (metadata.get("modality") or "").upper()
+    if tag in DICOM_MODALITIES:
+        return DICOM_MODALITIES[tag]
+    what = f"DICOM Modality '{tag}'" if tag else "no DICOM Modality tag"
+    raise InputError(f"Cannot tell the modality of the image ({what}).", "Give it explicitly: --modality ct, mri or pet.")
 
 
 def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .imageio import ras_affine_of, read_image, validate_image
+from .imageio import ras_affine_of, read_image, resolve_modality, validate_image
 from .inference import BlendedMasks, FeatureCache, ProgressCallback, check_cancel, run_sliding_window
 from .preprocess import (
     PreprocessedVolume,
@@ -34,9 +34,7 @@ from .preprocess import (
     roi_to_processed_box,
 )
 from .tiling import sliding_windows, windows_touching
-
-#: DICOM Modality (0008,0060) values and the SAT modality they mean.
-_DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet"}
+from .vocabulary import normalize_modality
 
 
 @dataclass
@@ -64,32 +62,6 @@ class SegmentationResult:
     def processed_mask(self, prompt: str) -> np.ndarray:
         """The mask in SAT's processed grid (H, W, D), as the official code would write it."""
         return self.processed.mask(list(self.masks).index(prompt))
-
-
-def text_modality(modality: str) -> str:
-    """SAT's modality merge for the text encoder (spec §4.4): MR-like → 'mri', then 'ct', then 'pet'."""
-    m = modality.lower()
-    if any(tag in m for tag in ("t1", "t2", "mri", "mr", "flair", "dwi")):
-        return "mri"
-    if "ct" in m:
-        return "ct"
-    if "pet" in m:
-        return "pet"
-    return m
-
-
-def resolve_modality(modality: str, metadata: dict[str, Any]) -> str:
-    """'auto' takes the DICOM Modality tag; anything else is used as given (lower-case)."""
-    modality = str(modality).strip().lower()
-    if modality != "auto":
-        if not modality:
-            raise InputError("No modality given.", "Pass ct, mri or pet.")
-        return modality
-    tag = (metadata.get("modality") or "").upper()
-    if tag in _DICOM_MODALITIES:
-        return _DICOM_MODALITIES[tag]
-    found = f"the DICOM Modality is {tag!r}" if tag else "the file does not say (only DICOM does)"
-    raise InputError(f"Cannot detect the modality automatically: {found}.", "Pass the modality explicitly: ct, mri or pet.")
 
 
 class Segmenter:
@@ -137,7 +109,7 @@ class Segmenter:
 
         _stage(progress, cancel, "embed", "encoding the prompts")
         tic = time.perf_counter()
-        queries = self.loaded.embed(list(terms.values()), text_modality(modality))
+        queries = self.loaded.embed(list(terms.values()), normalize_modality(modality))
         timings["embed"] = time.perf_counter() - tic
 
         patch = tuple(self.loaded.config.patch_size)

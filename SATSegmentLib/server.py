@@ -38,7 +38,6 @@ def default_feature_cache_mb() -> float:
         return FALLBACK_FEATURE_CACHE_MB
     return round(ram * FEATURE_CACHE_RAM_SHARE / 2**20)
 MODALITIES = ("ct", "mri", "pet")
-_DICOM_MODALITY = {"CT": "ct", "MR": "mri", "PT": "pet"}
 # Share of the whole job per stage, for `fraction` and `eta` in progress events.
 _STAGE_SHARE = {"load_model": 0.05, "embed_vocabulary": 0.0, "load": 0.02, "preprocess": 0.05, "embed": 0.02, "inference": 0.80,
                 "map_back": 0.04, "write": 0.02}
@@ -114,23 +113,11 @@ def check_prompts(prompts: list[str]) -> list[str]:
     return cleaned
 
 
-def modality_from_metadata(requested: str, meta: dict) -> str:
-    """The modality to run with: the requested one, or for 'auto' the DICOM Modality (CT/MR/PT)."""
-    requested = (requested or "auto").lower()
-    if requested in MODALITIES:
-        return requested
-    if requested != "auto":
-        raise InputError(f"Unknown modality '{requested}'.", "Use ct, mri, pet or auto.")
-    found = _DICOM_MODALITY.get((meta.get("modality") or "").upper())
-    if found is None:
-        what = f"DICOM Modality '{meta['modality']}'" if meta.get("modality") else "no DICOM Modality tag"
-        raise InputError(f"Cannot tell the modality of the image ({what}).", "Give it explicitly: --modality ct, mri or pet.")
-    return found
-
-
 def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]:
     """Warnings when the image does not look like the modality SAT is told it is."""
-    dicom = _DICOM_MODALITY.get((meta.get("modality") or "").upper())
+    from .imageio import DICOM_MODALITIES
+
+    dicom = DICOM_MODALITIES.get((meta.get("modality") or "").upper())
     if dicom and dicom != modality:
         return [f"The DICOM header says {meta['modality']} but the job runs as {modality.upper()}; "
                 f"SAT's results depend on the modality (use --modality {dicom} if the header is right)."]
@@ -159,6 +146,8 @@ class Worker:
     def run(self, request: SegmentRequest, emit: Emit, cancel: threading.Event | None = None) -> dict:
         """Run one job; `emit` receives `progress` and `warning` events (without `id`). Returns the
         `result` event fields. Raises SATSegmentError (CancelledError when `cancel` is set)."""
+        from .imageio import resolve_modality  # SimpleITK: imported only when a job runs
+
         cancel = cancel or threading.Event()
         started = time.monotonic()
         progress = _ProgressReporter(emit, started)
@@ -170,7 +159,7 @@ class Worker:
         if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
             terms = self._resolve_prompts(prompts, request.modality, request.allow_free_text, emit)
         image, meta = self._read(request.input)
-        modality = modality_from_metadata(request.modality, meta)
+        modality = resolve_modality(request.modality, meta)
         for warning in modality_warnings(modality, meta, _array_view(image)):
             emit({"event": "warning", "message": warning})
         if terms is None:
@@ -323,13 +312,13 @@ def _file_key(path: str) -> tuple | None:
 
 def _cache_state(segmenter, terms: list[str], modality: str) -> dict:
     """What the segmenter holds before a job, to report afterwards what the job reused."""
-    from .pipeline import text_modality
+    from .vocabulary import normalize_modality
 
     features = segmenter.feature_cache
     embeddings = segmenter.loaded.embeddings
     return {"volume_key": getattr(segmenter, "_volume_key", None), "feature_key": features.key,
             "feature_windows": len(features),
-            "embeddings": sum(embeddings.get(t, text_modality(modality)) is not None for t in terms)}
+            "embeddings": sum(embeddings.get(t, normalize_modality(modality)) is not None for t in terms)}
 
 
 def _cache_report(segmenter, before: dict, result) -> dict:

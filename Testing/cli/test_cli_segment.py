@@ -291,10 +291,11 @@ def test_help_and_models_list_do_not_import_torch(tmp_path):
 
 
 def test_dicom_series_auto_modality(examples_dir):
-    from SATSegmentLib.server import Worker, modality_from_metadata
+    from SATSegmentLib.imageio import resolve_modality
+    from SATSegmentLib.server import Worker
 
     image, meta = Worker()._read(str(examples_dir / "example_ct_dicom"))
-    assert modality_from_metadata("auto", meta) == "ct"
+    assert resolve_modality("auto", meta) == "ct"
     assert image.GetSize()[2] == 20
 
 
@@ -315,7 +316,8 @@ def test_roi_limits_masks_to_the_box(ct_path, out_dir, tiny_model_dir, capsys):
 
 
 def test_modality_warnings_from_header_and_intensities():
-    from SATSegmentLib.server import modality_from_metadata, modality_warnings
+    from SATSegmentLib.imageio import resolve_modality
+    from SATSegmentLib.server import modality_warnings
 
     hu = np.full((4, 8, 8), -1000.0)
     hu[:, 2:6, 2:6] = 40
@@ -323,8 +325,8 @@ def test_modality_warnings_from_header_and_intensities():
     assert "DICOM header says MR" in modality_warnings("ct", {"modality": "MR"}, hu)[0]
     assert "Hounsfield" in modality_warnings("ct", {}, hu + 1000)[0]
     assert "air in a CT" in modality_warnings("mri", {}, hu)[0]
-    assert modality_from_metadata("auto", {"modality": "PT"}) == "pet"
-    assert modality_from_metadata("MRI", {"modality": "CT"}) == "mri"
+    assert resolve_modality("auto", {"modality": "PT"}) == "pet"
+    assert resolve_modality("MRI", {"modality": "CT"}) == "mri"
 
 
 def test_unexpected_errors_map_to_user_errors():

@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from SATSegmentLib import pipeline
 from SATSegmentLib.errors import CancelledError, InputError
-from SATSegmentLib.pipeline import Segmenter, resolve_modality, segment, text_modality
+from SATSegmentLib.pipeline import Segmenter, resolve_modality, segment
+from SATSegmentLib.vocabulary import normalize_modality
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +108,9 @@ def test_segmenter_reuses_preprocessing_and_backbone_features(loaded, scan, monk
 def test_modality_resolution(examples_dir):
     assert resolve_modality("auto", {"modality": "CT"}) == "ct"
     assert resolve_modality("auto", {"modality": "MR"}) == "mri"
-    with pytest.raises(InputError, match="automatically"):
+    with pytest.raises(InputError, match="Cannot tell the modality"):
         resolve_modality("auto", {"modality": None})
-    assert [text_modality(m) for m in ("CT", "MRI", "T1", "flair", "PET", "pet/ct")] == ["ct", "mri", "mri", "mri", "pet", "ct"]
+    assert [normalize_modality(m) for m in ("CT", "MRI", "T1", "flair", "PET", "pet/ct")] == ["ct", "mri", "mri", "mri", "pet", "ct"]
 
 
 def test_bad_requests_are_input_errors(loaded, scan):

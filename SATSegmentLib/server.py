@@ -370,7 +370,7 @@ def _write_outputs(request: SegmentRequest, output: Path, result, terms: dict[st
     """Write the .seg.nrrd (and split NIfTI files) atomically; returns the `outputs` field."""
     from . import outputs
 
-    specs = [_segment_spec(prompt, term, model_label) for prompt, term in terms.items()]
+    specs = [segment_spec(prompt, term, model_label) for prompt, term in terms.items()]
     split_paths = _split_paths(request, terms)
     with outputs.StagedOutputs(request.overwrite) as staged:
         outputs.write_seg_nrrd(staged.temp_path(output), result.masks, result.reference, specs)
@@ -381,7 +381,7 @@ def _write_outputs(request: SegmentRequest, output: Path, result, terms: dict[st
     return {"segmentation": str(output), "split": {prompt: str(path) for prompt, path in split_paths.items()}}
 
 
-def _segment_spec(prompt: str, term: str, model_label: str):
+def segment_spec(prompt: str, term: str, model_label: str):
     """Segment name, colour and Slicer terminology of a term (defaults for free text)."""
     from . import outputs, vocabulary
 

@@ -1,6 +1,6 @@
 """Benchmark the whole pipeline with full-size SAT-Nano (random weights) on a real CT.
 
-Prints per-stage seconds (load, preprocess, backbone per window, decode, blend, map back), the
+Prints per-stage seconds (load, preprocess, backbone per window, decode, blend, map back, write), the
 number of windows and the peak RSS, for 1 and 50 prompts, each in its own process so the peak RSS
 of one run does not hide the other's. Heavy (~110 s and ~13.5 GB per 288x288x96 window on a 2-core
 CPU): run it alone, e.g.
@@ -56,18 +56,35 @@ def run_once(image: Path, count: int, variant: str, device: str) -> dict:
     segmenter = Segmenter(str(folder), device)
     load_model = time.perf_counter() - tic
     tic = time.perf_counter()
-    result = segmenter.segment(image, prompts(count), "ct")
+    terms = prompts(count)
+    result = segmenter.segment(image, terms, "ct")
     total = time.perf_counter() - tic
+    tic = time.perf_counter()
+    write_segmentation(result, terms)
+    write = time.perf_counter() - tic
     return {
         "prompts": count,
         "windows": len(result.processed.backbone_seconds),
         "processed_shape": list(result.grid.shape),
         "model_load_s": round(load_model, 2),
         **{f"{k}_s": round(v, 2) for k, v in result.timings.items()},
+        "write_s": round(write, 2),
         "backbone_per_window_s": [round(s, 1) for s in result.processed.backbone_seconds],
         "total_s": round(total, 2),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
+
+
+def write_segmentation(result, terms: list[str]) -> None:
+    """Write the .seg.nrrd the command line would write (into a temporary folder), to time it."""
+    import tempfile
+
+    from SATSegmentLib.outputs import write_seg_nrrd
+    from SATSegmentLib.server import segment_spec
+
+    with tempfile.TemporaryDirectory() as folder:
+        write_seg_nrrd(Path(folder) / "bench.seg.nrrd", result.masks, result.reference,
+                       [segment_spec(t, t, "SAT-Nano (random weights)") for t in terms])
 
 
 def main() -> None:

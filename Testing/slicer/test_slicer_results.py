@@ -13,7 +13,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from SATSegmentLib import outputs, vocabulary  # noqa: E402
-from SATSegmentLib.server import _segment_spec  # noqa: E402  (exactly the segments the worker writes)
+from SATSegmentLib.server import segment_spec  # noqa: E402  (exactly the segments the worker writes)
 from SATSegmentSlicerLib import segments  # noqa: E402
 from SATSegmentSlicerLib.policies import ConflictPolicy  # noqa: E402
 
@@ -30,7 +30,7 @@ def _masks(ct_path: Path) -> tuple[sitk.Image, dict[str, np.ndarray]]:
 
 def _writeResult(path: Path, ct_path: Path, model: str = "nano") -> dict[str, np.ndarray]:
     reference, masks = _masks(ct_path)
-    specs = [_segment_spec(term, term, model) for term in masks]
+    specs = [segment_spec(term, term, model) for term in masks]
     outputs.write_seg_nrrd(path, masks, reference, specs)
     return masks
 

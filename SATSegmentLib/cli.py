@@ -54,6 +54,8 @@ def _add_segment(commands) -> None:
     p.add_argument("--text-encoder-checkpoint", metavar="TE.pth", help="its paired official text-encoder checkpoint")
     p.add_argument("--variant", choices=["nano", "pro"], help="architecture of --checkpoint")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device (default auto: CUDA if available)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="fp32 (default: faithful); fp16 autocast as the official CUDA code (CUDA only); bf16 autocast")
     p.add_argument("--orientation", default="RAS", choices=["RAS", "ASR"],
                    help="orientation SAT sees the volume in (default RAS, as the official inference)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
@@ -140,7 +142,7 @@ def _segment(args) -> int:
     request = SegmentRequest(
         input=args.input, prompts=list(args.prompt) + _read_prompts_file(args.prompts_file), output=args.output,
         modality=args.modality, model=args.model, checkpoint=args.checkpoint,
-        text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device,
+        text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device, precision=args.precision,
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
         allow_free_text=args.allow_free_text, allow_download=args.download)
     if args.progress != "json":

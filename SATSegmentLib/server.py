@@ -62,6 +62,7 @@ class SegmentRequest:
     text_encoder_checkpoint: str | None = None
     variant: str | None = None
     device: str = "auto"
+    precision: str = "fp32"
     orientation: str = "RAS"
     roi: list[float] | None = None
     split_dir: str | None = None
@@ -153,7 +154,7 @@ class Worker:
         progress = _ProgressReporter(emit, started)
         prompts = check_prompts(request.prompts)
         output = _check_outputs(request)
-        _check_device(request.device)
+        _check_device(request.device, request.precision)
         model_source, model_label = _model_source(request)  # fails fast; downloads wait for a valid image
         terms = None
         if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
@@ -224,7 +225,7 @@ class Worker:
 
     def _segmenter_for(self, request: SegmentRequest, source: tuple, label: str, progress):
         """The Segmenter for the model files in `source` on the requested device, loading it if needed."""
-        key = (source, request.device)
+        key = (source, request.device, request.precision)
         if key != self._model_key:
             from . import model as sat_model
             from .pipeline import Segmenter
@@ -237,7 +238,7 @@ class Worker:
             else:
                 loaded = sat_model.load_model_folder(source[0], request.device)
             self._loaded = loaded
-            self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes)
+            self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes, request.precision)
             self._model_key = key
             progress("load_model", 1, 1, f"{label} loaded")
             _embed_vocabulary(loaded, progress)
@@ -331,11 +332,17 @@ def _cache_report(segmenter, before: dict, result) -> dict:
             "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1)}
 
 
-def _check_device(name: str) -> None:
-    """Refuse an unavailable device before reading the image or loading the model."""
+def _check_device(name: str, precision: str) -> None:
+    """Refuse an unavailable device or precision before reading the image or loading the model."""
     from .model import resolve_device
+    from .model.device import PRECISIONS
 
-    resolve_device(name)
+    device = resolve_device(name)
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision '{precision}'.", f"Use one of: {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError(f"fp16 autocast needs a CUDA GPU, but the job runs on {device.type}.",
+                         "Use --precision fp32 (default) or bf16, or --device cuda on a machine with a GPU.")
 
 
 def _check_outputs(request: SegmentRequest) -> Path:

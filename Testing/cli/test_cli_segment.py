@@ -370,3 +370,14 @@ def test_first_use_of_a_model_embeds_the_whole_vocabulary_once(ct_path, out_dir,
     code, out, err = run(argv + ["-o", out_dir / "second.seg.nrrd"], capsys)
     assert code == 0, err
     assert embedding_stages(out) == []
+
+
+def test_precision_option(ct_path, out_dir, tiny_model_dir, capsys):
+    base = ["segment", ct_path, "-p", "spleen", "--modality", "ct", "--model", tiny_model_dir, "--device", "cpu"]
+    code, _, err = run(base + ["-o", out_dir / "fp16.seg.nrrd", "--precision", "fp16"], capsys)
+    assert code == 2 and "fp16 autocast needs a CUDA GPU" in err and "hint: " in err
+    assert_nothing_written(out_dir)
+    code, out, err = run(base + ["-o", out_dir / "bf16.seg.nrrd", "--precision", "bf16", "--progress", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["event"] == "result"
+    assert (out_dir / "bf16.seg.nrrd").is_file()

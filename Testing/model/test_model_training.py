@@ -5,7 +5,8 @@ of different terms distinct (here a short contrastive step over a few anatomy te
 segmentation model trains against the frozen text path (only `modality_embed` open, as in SAT).
 Every step runs the real tokenizer, tiny MPNet, pooling, projection and modality embedding.
 About one seed in seven falls into the "one union mask for every prompt" local minimum within 150
-steps at this toy size, so the seed is fixed.
+steps at this toy size, and float rounding differs between CPUs, so a run that lands there is
+retried with the next seed (at most three): a broken conditioning path fails every seed.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ def pretrain_text(text, steps=40):
         opt.step()
 
 
-@pytest.mark.slow
-def test_tiny_sat_separates_liver_and_spleen_by_prompt(examples_dir):
-    torch.manual_seed(0)
+def train_and_score(examples_dir, seed: int) -> tuple[dict[str, float], float]:
+    """Both stages from `seed`; returns the Dice per prompt and the best Dice with the prompts swapped."""
+    torch.manual_seed(seed)
     cfg = SATConfig.tiny()
-    model, text = random_models(cfg, seed=0)
+    model, text = random_models(cfg, seed=seed)
     torch.nn.init.normal_(text.modality_embed.weight, std=0.02)
     text.train()
     pretrain_text(text)
@@ -94,7 +95,16 @@ def test_tiny_sat_separates_liver_and_spleen_by_prompt(examples_dir):
         features = model.encode_image(x)
         masks = (model.decode(features, queries) > 0).float()
         swapped = (model.decode(features, queries.flip(0)) > 0).float()
-    scores = dice(masks, y)[0]
-    assert scores.min() >= 0.7, dict(zip(PROMPTS, scores.tolist()))
-    # the prompt, not the image, decides which organ comes out
-    assert dice(swapped, y)[0].max() < 0.3
+    return dict(zip(PROMPTS, dice(masks, y)[0].tolist())), float(dice(swapped, y)[0].max())
+
+
+@pytest.mark.slow
+def test_tiny_sat_separates_liver_and_spleen_by_prompt(examples_dir):
+    runs = []
+    for seed in range(3):
+        scores, swapped = train_and_score(examples_dir, seed)
+        runs.append((seed, scores, swapped))
+        # each organ found by its own prompt, and the prompt, not the image, decides which organ comes out
+        if min(scores.values()) >= 0.7 and swapped < 0.3:
+            return
+    pytest.fail(f"no seed separated liver and spleen by prompt (seed, Dice, Dice with prompts swapped): {runs}")

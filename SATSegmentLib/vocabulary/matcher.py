@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ..errors import InputError, UnknownPromptError
@@ -16,7 +16,10 @@ MODALITY_NAMES = {"ct": "CT", "mri": "MRI", "pet": "PET"}
 # Tier of each kind of match; the commonness prior (0..~9) and a brevity bonus order terms within a tier.
 TIERS = {"exact": 100.0, "alias": 90.0, "prefix": 70.0, "word-prefix": 60.0,
          "typo": 50.0, "typo-prefix": 40.0, "typo-word-prefix": 35.0}
+REASONS = {"typo-prefix": "typo", "typo-word-prefix": "typo"}  # "alias" reports the alias kind
 MAX_TYPO_COMBINATIONS = 16
+MAX_QUERY_CHARS = 256  # longer input is cut (the longest alias has 81 characters)
+SHORT_PREFIX = 2  # one-word queries up to this length are answered from rankings built with the index
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class _Entry:
     term: str
     kind: str
     text: str
+    modalities: tuple[str, ...]
+    prior: float
+    penalty: float  # brevity: 0.05 per word of the term
 
 
 class AliasIndex:
@@ -45,6 +51,7 @@ class AliasIndex:
 
     def __init__(self) -> None:
         self.spelling = spelling()
+        known = catalog()
         self.entries: list[_Entry] = []
         self.exact: dict[str, list[int]] = {}
         postings: dict[str, set[int]] = {}
@@ -56,14 +63,18 @@ class AliasIndex:
                 continue
             seen.add((joined, term))
             i = len(self.entries)
-            self.entries.append(_Entry(toks, joined, term, kind, text))
+            info = known[term]
+            self.entries.append(_Entry(toks, joined, term, kind, text, info.modalities, info.prior,
+                                       0.05 * len(term.split())))
             for key in {joined, "".join(toks)}:
                 self.exact.setdefault(key, []).append(i)
             for tok in toks:
                 postings.setdefault(tok, set()).add(i)
         self.postings = postings
         self.vocab = sorted(postings)
+        self.longest = max(map(len, self.vocab))
         self._deletes: dict[str, set[str]] | None = None
+        self.short: dict[str, list[Suggestion]] = {}  # filled by index(): word -> every matching term, ranked
 
     def with_prefix(self, prefix: str) -> list[str]:
         lo = bisect.bisect_left(self.vocab, prefix)
@@ -73,7 +84,7 @@ class AliasIndex:
     def prefix_candidates(self, q: tuple[str, ...]) -> set[int]:
         """Aliases in which every query word is the start of some alias word."""
         result: set[int] | None = None
-        for tok in sorted(q, key=len, reverse=True):
+        for tok in sorted(dict.fromkeys(q), key=len, reverse=True):
             ids: set[int] = set()
             for word in self.with_prefix(tok):
                 ids |= self.postings[word]
@@ -85,7 +96,7 @@ class AliasIndex:
     def corrections(self, word: str, last: bool) -> list[str]:
         """Vocabulary words within the typo budget of `word` (and, for the word being typed, of its start)."""
         budget = typo_budget(word)
-        if budget == 0:
+        if budget == 0 or len(word) > self.longest + budget:
             return []
         if self._deletes is None:
             self._deletes = {}
@@ -102,7 +113,12 @@ class AliasIndex:
 
 @lru_cache(maxsize=1)
 def index() -> AliasIndex:
-    return AliasIndex()
+    """The alias index, with the full ranking of every one-word query of up to SHORT_PREFIX characters."""
+    idx = AliasIndex()
+    words = {v[:n] for v in idx.vocab for n in range(1, SHORT_PREFIX + 1)}
+    words |= {k for k in idx.exact if len(k) <= SHORT_PREFIX}
+    idx.short = {w: _search(idx, (w,), None, len(catalog())) for w in sorted(words)}
+    return idx
 
 
 class _Collector:
@@ -114,14 +130,14 @@ class _Collector:
         self.best: dict[str, tuple[float, str, str]] = {}
 
     def add(self, entry: _Entry, tier: str) -> None:
-        info = self.catalog[entry.term]
-        if self.modality is not None and self.modality not in info.modalities:
+        if self.modality is not None and self.modality not in entry.modalities:
             return
         if tier == "alias" and entry.kind == "exact":
             tier = "exact"
-        reason = {"alias": entry.kind, "typo-prefix": "typo", "typo-word-prefix": "typo"}.get(tier, tier)
-        score = TIERS[tier] + info.prior - 0.05 * len(entry.term.split())
-        if entry.term not in self.best or score > self.best[entry.term][0]:
+        score = TIERS[tier] + entry.prior - entry.penalty
+        best = self.best.get(entry.term)
+        if best is None or score > best[0]:
+            reason = entry.kind if tier == "alias" else REASONS.get(tier, tier)
             self.best[entry.term] = (score, reason, entry.text)
 
     def suggestions(self, limit: int) -> list[Suggestion]:
@@ -153,10 +169,13 @@ def _typo_variants(idx: AliasIndex, q: tuple[str, ...]) -> list[tuple[str, ...]]
     """Queries with misspelt words replaced by vocabulary words; empty if nothing needed or could be fixed."""
     options = []
     changed = False
+    fixes_of: dict[tuple[str, bool], list[str]] = {}  # a word repeated in the query is corrected once
     for pos, word in enumerate(q):
         last = pos == len(q) - 1
         known = word in idx.postings or (last and idx.with_prefix(word))
-        fixes = idx.corrections(word, last) if not known else []
+        if not known and (word, last) not in fixes_of:
+            fixes_of[word, last] = idx.corrections(word, last)
+        fixes = fixes_of[word, last] if not known else []
         if not known and not fixes:
             return []
         changed |= bool(fixes)
@@ -166,19 +185,39 @@ def _typo_variants(idx: AliasIndex, q: tuple[str, ...]) -> list[tuple[str, ...]]
     return list(itertools.islice(itertools.product(*options), MAX_TYPO_COMBINATIONS))
 
 
-def complete(query: str, modality: str | None = None, limit: int = 10) -> list[Suggestion]:
-    """Ranked SAT terms for what the user has typed so far (exact, prefix, word-prefix, alias and typo matches)."""
-    m = normalize_modality(modality)
-    idx = index()
-    q = tokens(query, idx.spelling)
-    if not q or limit <= 0:
-        return []
+def _search(idx: AliasIndex, q: tuple[str, ...], m: str | None, limit: int) -> list[Suggestion]:
+    """The ranking of query words `q` over the whole index (the general path)."""
     found = _Collector(m)
     _match(idx, q, found, typo=False)
     if len(found.best) < limit:
         for variant in _typo_variants(idx, q):
             _match(idx, variant, found, typo=True)
     return found.suggestions(limit)
+
+
+def _from_table(ranked: list[Suggestion], m: str | None, limit: int) -> list[Suggestion]:
+    """The first `limit` precomputed suggestions that SAT knows for modality m."""
+    if m is None:
+        return ranked[:limit]
+    kept = itertools.islice((s for s in ranked if m in s.modality), limit)
+    return [replace(s, modality=(m,)) for s in kept]
+
+
+def query_words(text: str, idx: AliasIndex) -> tuple[str, ...]:
+    """The canonical words of a query, reading at most MAX_QUERY_CHARS characters."""
+    return tokens(text.strip()[:MAX_QUERY_CHARS], idx.spelling)
+
+
+def complete(query: str, modality: str | None = None, limit: int = 10) -> list[Suggestion]:
+    """Ranked SAT terms for what the user has typed so far (exact, prefix, word-prefix, alias and typo matches)."""
+    m = normalize_modality(modality)
+    idx = index()
+    q = query_words(query, idx)
+    if not q or limit <= 0:
+        return []
+    if len(q) == 1 and len(q[0]) <= SHORT_PREFIX:
+        return _from_table(idx.short.get(q[0], []), m, limit)
+    return _search(idx, q, m, limit)
 
 
 def _exact_terms(idx: AliasIndex, q: tuple[str, ...]) -> list[_Entry]:
@@ -203,7 +242,7 @@ def resolve(prompt: str, modality: str) -> str:
     if m is None:
         raise InputError("No modality given for the prompt.", hint="Use one of: CT, MRI, PET.")
     idx = index()
-    q = tokens(prompt, idx.spelling)
+    q = query_words(prompt, idx)
     if not q:
         raise UnknownPromptError("The prompt is empty.", hint="Type an anatomy or lesion name, e.g. 'liver'.")
     entries = _exact_terms(idx, q)

@@ -31,6 +31,13 @@ def osa_distance(a: str, b: str, limit: int) -> int:
     """Optimal-string-alignment (Damerau-Levenshtein with adjacent swaps) distance, capped at limit + 1."""
     if abs(len(a) - len(b)) > limit:
         return limit + 1
+    start = 0  # a common prefix and suffix never change the distance
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[-1 - end] == b[-1 - end]:
+        end += 1
+    a, b = a[start:len(a) - end], b[start:len(b) - end]
     prev2: list[int] = []
     prev = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import gc
 import itertools
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -18,8 +19,9 @@ TIERS = {"exact": 100.0, "alias": 90.0, "prefix": 70.0, "word-prefix": 60.0,
          "typo": 50.0, "typo-prefix": 40.0, "typo-word-prefix": 35.0}
 REASONS = {"typo-prefix": "typo", "typo-word-prefix": "typo"}  # "alias" reports the alias kind
 MAX_TYPO_COMBINATIONS = 16
-MAX_QUERY_CHARS = 256  # longer input is cut (the longest alias has 81 characters)
+MAX_QUERY_CHARS = 256  # longer input is cut (the longest alias has 87 characters)
 SHORT_PREFIX = 2  # one-word queries up to this length are answered from rankings built with the index
+Variants = list[tuple[str, ...]]  # query words with misspelt words corrected
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,10 @@ class AliasIndex:
         self.postings = postings
         self.vocab = sorted(postings)
         self.longest = max(map(len, self.vocab))
-        self._deletes: dict[str, set[str]] | None = None
+        self.deletes: dict[str, set[str]] = {}  # symmetric-delete typo index: deletion form -> vocabulary words
+        for v in self.vocab:
+            for d in deletes(v, typo_budget(v)):
+                self.deletes.setdefault(d, set()).add(v)
         self.short: dict[str, list[Suggestion]] = {}  # filled by index(): word -> every matching term, ranked
 
     def with_prefix(self, prefix: str) -> list[str]:
@@ -98,12 +103,7 @@ class AliasIndex:
         budget = typo_budget(word)
         if budget == 0 or len(word) > self.longest + budget:
             return []
-        if self._deletes is None:
-            self._deletes = {}
-            for v in self.vocab:
-                for d in deletes(v, typo_budget(v)):
-                    self._deletes.setdefault(d, set()).add(v)
-        found = {v for d in deletes(word, budget) for v in self._deletes.get(d, ())}
+        found = {v for d in deletes(word, budget) for v in self.deletes.get(d, ())}
         found = {v for v in found if osa_distance(word, v, budget) <= budget}
         if last and not found:
             found = {v for v in self.vocab if len(v) > len(word) and v[0] == word[0]
@@ -118,6 +118,7 @@ def index() -> AliasIndex:
     words = {v[:n] for v in idx.vocab for n in range(1, SHORT_PREFIX + 1)}
     words |= {k for k in idx.exact if len(k) <= SHORT_PREFIX}
     idx.short = {w: _search(idx, (w,), None, len(catalog())) for w in sorted(words)}
+    gc.collect()  # the one full collection the new objects call for happens now, not during a later keystroke
     return idx
 
 
@@ -165,7 +166,7 @@ def _match(idx: AliasIndex, q: tuple[str, ...], found: _Collector, typo: bool) -
                   ("prefix" if prefix else "word-prefix"))
 
 
-def _typo_variants(idx: AliasIndex, q: tuple[str, ...]) -> list[tuple[str, ...]]:
+def _typo_variants(idx: AliasIndex, q: tuple[str, ...]) -> Variants:
     """Queries with misspelt words replaced by vocabulary words; empty if nothing needed or could be fixed."""
     options = []
     changed = False
@@ -185,12 +186,13 @@ def _typo_variants(idx: AliasIndex, q: tuple[str, ...]) -> list[tuple[str, ...]]
     return list(itertools.islice(itertools.product(*options), MAX_TYPO_COMBINATIONS))
 
 
-def _search(idx: AliasIndex, q: tuple[str, ...], m: str | None, limit: int) -> list[Suggestion]:
-    """The ranking of query words `q` over the whole index (the general path)."""
+def _search(idx: AliasIndex, q: tuple[str, ...], m: str | None, limit: int,
+            variants: Variants | None = None) -> list[Suggestion]:
+    """The ranking of query words `q` over the whole index (the general path); `variants` if already known."""
     found = _Collector(m)
     _match(idx, q, found, typo=False)
     if len(found.best) < limit:
-        for variant in _typo_variants(idx, q):
+        for variant in _typo_variants(idx, q) if variants is None else variants:
             _match(idx, variant, found, typo=True)
     return found.suggestions(limit)
 
@@ -208,6 +210,14 @@ def query_words(text: str, idx: AliasIndex) -> tuple[str, ...]:
     return tokens(text.strip()[:MAX_QUERY_CHARS], idx.spelling)
 
 
+def _complete(idx: AliasIndex, q: tuple[str, ...], m: str | None, limit: int,
+              variants: Variants | None = None) -> list[Suggestion]:
+    """complete() for non-empty query words: one short word from the table, anything else by _search."""
+    if len(q) == 1 and len(q[0]) <= SHORT_PREFIX:
+        return _from_table(idx.short.get(q[0], []), m, limit)
+    return _search(idx, q, m, limit, variants)
+
+
 def complete(query: str, modality: str | None = None, limit: int = 10) -> list[Suggestion]:
     """Ranked SAT terms for what the user has typed so far (exact, prefix, word-prefix, alias and typo matches)."""
     m = normalize_modality(modality)
@@ -215,9 +225,7 @@ def complete(query: str, modality: str | None = None, limit: int = 10) -> list[S
     q = query_words(query, idx)
     if not q or limit <= 0:
         return []
-    if len(q) == 1 and len(q[0]) <= SHORT_PREFIX:
-        return _from_table(idx.short.get(q[0], []), m, limit)
-    return _search(idx, q, m, limit)
+    return _complete(idx, q, m, limit)
 
 
 def _exact_terms(idx: AliasIndex, q: tuple[str, ...]) -> list[_Entry]:
@@ -247,9 +255,11 @@ def resolve(prompt: str, modality: str) -> str:
         raise UnknownPromptError("The prompt is empty.", hint="Type an anatomy or lesion name, e.g. 'liver'.")
     entries = _exact_terms(idx, q)
     typo = False
+    variants = None
     if not entries:
         typo = True
-        entries = [e for v in _typo_variants(idx, q) for e in _exact_terms(idx, v)]
+        variants = _typo_variants(idx, q)
+        entries = [e for v in variants for e in _exact_terms(idx, v)]
     known = catalog()
     in_modality = list(dict.fromkeys(e.term for e in entries if m in known[e.term].modalities))
     self_named = [e.term for e in entries if e.kind == "exact" and e.term in in_modality]
@@ -257,7 +267,7 @@ def resolve(prompt: str, modality: str) -> str:
         return self_named[0]
     if len(in_modality) == 1:
         return in_modality[0]
-    suggestions = [s.term for s in complete(prompt, m, 5)]
+    suggestions = [s.term for s in _complete(idx, q, m, 5, variants)]
     if len(in_modality) > 1:
         raise UnknownPromptError(f"'{prompt}' is ambiguous for {MODALITY_NAMES[m]}: it may mean "
                                  + " or ".join(f"'{t}'" for t in in_modality) + ".",

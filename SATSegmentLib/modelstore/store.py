@@ -156,7 +156,13 @@ def download(name: str, progress: Progress | None = None, cancel: threading.Even
 
 def import_model(name: str, path: str | Path) -> Path:
     """Install a model from local files (offline sites): a folder or .zip holding the two official
-    .pth files (e.g. nano.pth + nano_text_encoder.pth), or a SATSegment model folder."""
+    .pth files (e.g. nano.pth + nano_text_encoder.pth), or a SATSegment model folder.
+
+    Files are found by their official names first; when a name is missing (renamed files), every
+    `.pth` file is classified by content (keys and shapes, read memory-mapped) and exactly one
+    segmentation checkpoint of the requested variant plus one text encoder must be found. The staged
+    pair is then loaded strictly as `use` loads it, so a wrong or damaged file fails here.
+    """
     info = entry(name)
     if (_models_dir() / name / MANIFEST_FILE).is_file():
         raise InputError(f"{info['display_name']} is already installed.", f"Run `satsegment models remove {name}` first to replace it.")
@@ -167,12 +173,14 @@ def import_model(name: str, path: str | Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".import-{name}-", dir=_models_dir()))
     try:
         if zipfile.is_zipfile(source):
-            _extract_from_zip(name, source, staging)
+            labels = _extract_from_zip(name, source, staging)
         elif source.is_dir():
-            _copy_from_folder(name, source, staging)
+            labels = _copy_from_folder(name, source, staging)
         else:
             raise InputError(f"{source} is neither a folder nor a .zip file.", "Give a folder or .zip file holding the model's .pth files.")
-        files = {filename: _checked_import(name, filename, staging / filename, source) for filename in MODEL_FILES}
+        files = {filename: {**_checked_import(name, filename, staging / filename, source), "source_file": labels[filename]}
+                 for filename in MODEL_FILES}
+        _validate_staged(name, staging, labels)
         return _install(name, staging, files, source="import")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -244,28 +252,188 @@ def _official_names(name: str) -> dict[str, str]:
     return {Path(spec["path"]).name: filename for filename, spec in entry(name)["files"].items()}
 
 
-def _copy_from_folder(name: str, source: Path, staging: Path) -> None:
+def _copy_from_folder(name: str, source: Path, staging: Path) -> dict[str, str]:
+    """Copy the pair into `staging`; returns model-folder file name -> where it came from."""
     if all((source / f).is_file() for f in MODEL_FILES):  # a SATSegment model folder
         _check_folder_variant(name, source)
         for filename in MODEL_FILES:
             shutil.copyfile(source / filename, staging / filename)
-        return
+        return {filename: str(source / filename) for filename in MODEL_FILES}
+    named = {}
     for official, filename in _official_names(name).items():
         matches = sorted(source.rglob(official))
-        if not matches:
-            raise _missing_official(name, source)
-        shutil.copyfile(matches[0], staging / filename)
+        if filename == "text_encoder.pth" and "segmentation.pth" in named:  # the one next to the checkpoint
+            matches.sort(key=lambda p: p.parent != named["segmentation.pth"].path.parent)
+        if matches:
+            named[filename] = _Candidate(str(matches[0]), matches[0], str(matches[0].parent))
+    chosen = dict(named)
+    if len(chosen) < len(MODEL_FILES):
+        used = {c.path for c in named.values()}
+        scanned = (_Candidate(str(p), p, str(p.parent)) for p in sorted(source.rglob("*.pth")) if p.is_file() and p not in used)
+        chosen.update(_choose_by_content(name, source, named, scanned))
+    for filename, found in chosen.items():
+        shutil.copyfile(found.path, staging / filename)
+    return {filename: found.label for filename, found in chosen.items()}
 
 
-def _extract_from_zip(name: str, source: Path, staging: Path) -> None:
+def _extract_from_zip(name: str, source: Path, staging: Path) -> dict[str, str]:
+    """Extract the pair into `staging`; returns model-folder file name -> archive member it came from."""
     with zipfile.ZipFile(source) as archive:
         members = {Path(m).name: m for m in archive.namelist() if not m.endswith("/")}
         wanted = {f: f for f in MODEL_FILES} if all(f in members for f in MODEL_FILES) else _official_names(name)
+        named = {}
         for member_name, filename in wanted.items():
-            if member_name not in members:
-                raise _missing_official(name, source)
-            with archive.open(members[member_name]) as src, open(staging / filename, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            if member_name in members:
+                member = members[member_name]
+                _extract(archive, member, staging / filename)
+                named[filename] = _Candidate(f"{source}:{member}", staging / filename, str(Path(member).parent))
+        if len(named) == len(MODEL_FILES):
+            return {filename: found.label for filename, found in named.items()}
+        used = {members[m] for m in wanted if m in members}
+        others = [m for m in archive.namelist() if m.endswith(".pth") and m not in used]
+
+        def scanned():
+            for i, member in enumerate(others):
+                target = staging / f".candidate-{i}.pth"
+                _extract(archive, member, target)
+                yield _Candidate(f"{source}:{member}", target, str(Path(member).parent), temporary=True)
+
+        chosen = _choose_by_content(name, source, named, scanned())
+    for filename, found in chosen.items():
+        if found.temporary:
+            os.replace(found.path, staging / filename)
+    for leftover in staging.glob(".candidate-*.pth"):
+        leftover.unlink()
+    return {filename: found.label for filename, found in {**named, **chosen}.items()}
+
+
+def _extract(archive: zipfile.ZipFile, member: str, target: Path) -> None:
+    with archive.open(member) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+@dataclass
+class _Candidate:
+    """A .pth file considered for import: `label` for messages, `path` readable here, `group` its folder."""
+
+    label: str
+    path: Path
+    group: str
+    temporary: bool = False  # extracted from a zip into the staging folder
+    kind: str = ""  # 'segmentation', 'text', or '' (neither / unusable)
+    variant: str | None = None
+    detail: str = ""
+
+
+def _classify(found: _Candidate, variant: str) -> None:
+    """Fill kind/variant/detail from the file's keys and shapes (memory-mapped: a 2 GB file is not read)."""
+    from ..model.checkpoint import _DISPLAY, detect_variant, read_state_dict, text_encoder_state
+    from ..model.config import SATConfig
+
+    try:
+        keys = read_state_dict(found.path, "file")
+    except ModelError as exc:
+        found.detail = exc.message.replace(f"file {found.path} ", "", 1)  # "is not a readable ...", "is empty ..."
+        return
+    if any(k.startswith("backbone.") for k in keys):
+        found.kind, found.variant = "segmentation", detect_variant(keys)
+        found.detail = (f"{_DISPLAY[found.variant]} segmentation checkpoint" if found.variant
+                        else "SAT segmentation checkpoint matching neither SAT-Nano nor SAT-Pro")
+    elif any(k.startswith("text_tower.") for k in keys):
+        del keys
+        try:
+            text_encoder_state(found.path, SATConfig.for_variant(variant))
+            found.kind, found.detail = "text", "SAT text encoder"
+        except ModelError as exc:
+            found.detail = "unusable text encoder: " + exc.message.replace(f"{found.path} ", "", 1)
+    else:
+        found.detail = "PyTorch weights, but not a SAT checkpoint"
+
+
+def _choose_by_content(name: str, source: Path, named: dict[str, _Candidate], scanned) -> dict[str, _Candidate]:
+    """Pick the files `named` lacks among `scanned` candidates by content; InputError/ModelError
+    saying what was found when there is not exactly one fitting segmentation file and text encoder."""
+    info = entry(name)
+    variant = info["variant"]
+    seen, fitting_seg, texts = [], [], []
+    for found in scanned:
+        _classify(found, variant)
+        seen.append(found)
+        if found.kind == "segmentation" and found.variant == variant and "segmentation.pth" not in named:
+            fitting_seg.append(found)
+        elif found.kind == "text" and "text_encoder.pth" not in named:
+            texts.append(found)
+        elif found.temporary:
+            found.path.unlink()  # do not keep unusable zip members on disk
+    listing = "; ".join(f"{f.label}: {f.detail}" for f in seen) or "no other .pth files"
+    chosen = {}
+    if "segmentation.pth" not in named:
+        if len(fitting_seg) > 1:
+            raise InputError(
+                f"{source} holds {len(fitting_seg)} {info['display_name']} segmentation checkpoints: "
+                f"{', '.join(f.label for f in fitting_seg)}.",
+                "Keep only the one you want (with its text encoder) in the folder or .zip, and import that.")
+        if not fitting_seg:
+            others = [f for f in seen if f.kind == "segmentation"]
+            if others:
+                raise _wrong_variant(name, others[0].variant, others[0].label)
+            raise _missing_official(name, source, f"Found by content: {listing}.")
+        chosen["segmentation.pth"] = fitting_seg[0]
+    if "text_encoder.pth" not in named:
+        seg_group = (named.get("segmentation.pth") or chosen["segmentation.pth"]).group
+        if len(texts) > 1:
+            beside = [f for f in texts if f.group == seg_group]
+            if len(beside) != 1:
+                raise InputError(
+                    f"{source} holds {len(texts)} SAT text encoders and none is clearly the one released with the "
+                    f"segmentation checkpoint: {', '.join(f.label for f in texts)}.",
+                    f"Keep only the text encoder of {info['display_name']} (next to its segmentation checkpoint) "
+                    "in the folder or .zip, and import that.")
+            texts = beside
+        if not texts:
+            raise _missing_official(name, source, f"Found by content: {listing}.")
+        chosen["text_encoder.pth"] = texts[0]
+    for found in seen:
+        if found.temporary and found not in chosen.values() and found.path.exists():
+            found.path.unlink()
+    return chosen
+
+
+def _wrong_variant(name: str, found: str | None, label: str) -> ModelError:
+    from ..model.checkpoint import _DISPLAY
+
+    wanted = entry(name)["display_name"]
+    if found is None:
+        return ModelError(f"{label} is a SAT segmentation checkpoint, but neither SAT-Nano nor SAT-Pro (not {wanted}).",
+                          f"Import the official {wanted} files from huggingface.co/{_registry_data()['repository']}.")
+    official = [n for n, e in registry().items() if e["variant"] == found]
+    if official:
+        return ModelError(f"Found {_DISPLAY.get(found, found)} weights in {label}, not {wanted}.",
+                          f"Import them as `{official[0]}` (`satsegment models import {official[0]} PATH`), "
+                          f"or give the {wanted} files.")
+    return ModelError(f"{label} is a {_DISPLAY.get(found, found)} checkpoint, not an official model ({wanted} was requested).",
+                      f"Import the official {wanted} files from huggingface.co/{_registry_data()['repository']}.")
+
+
+def _validate_staged(name: str, staging: Path, labels: dict[str, str]) -> None:
+    """Load the staged pair strictly, as `use` does; ModelError naming the original file otherwise."""
+    from ..model.checkpoint import segmentation_state, text_encoder_state
+    from ..model.config import SATConfig
+
+    variant = entry(name)["variant"]
+    config = SATConfig.for_variant(variant)
+    for filename, check in (("segmentation.pth", segmentation_state), ("text_encoder.pth", text_encoder_state)):
+        staged = staging / filename
+        try:
+            check(staged, config)
+            continue
+        except ModelError as exc:
+            message = exc.message.replace(str(staged), labels[filename])
+        if filename == "segmentation.pth" and _variant_of(staged) not in (None, variant):
+            raise _wrong_variant(name, _variant_of(staged), labels[filename])
+        raise ModelError(f"Cannot import {entry(name)['display_name']}: {message}",
+                         f"Copy the official {entry(name)['display_name']} file again (it may be damaged or a different "
+                         f"file) from huggingface.co/{_registry_data()['repository']}.")
 
 
 def _check_folder_variant(name: str, source: Path) -> None:
@@ -277,10 +445,21 @@ def _check_folder_variant(name: str, source: Path) -> None:
                              f"Import it under the right name, or import the {entry(name)['display_name']} files.")
 
 
-def _missing_official(name: str, source: Path) -> InputError:
+def _variant_of(path: Path) -> str | None:
+    """Variant of a segmentation checkpoint by its shapes, None when unknown or unreadable."""
+    from ..model.checkpoint import detect_variant, read_state_dict
+
+    try:
+        return detect_variant(read_state_dict(path))
+    except ModelError:
+        return None
+
+
+def _missing_official(name: str, source: Path, found: str = "") -> InputError:
     expected = " + ".join(_official_names(name))
     return InputError(
-        f"{source} does not contain the {entry(name)['display_name']} files ({expected}).",
+        f"{source} does not contain the {entry(name)['display_name']} files ({expected}, or renamed copies)."
+        + (f" {found}" if found else ""),
         f"Put {expected} (from huggingface.co/{_registry_data()['repository']}) in one folder or .zip and import that.",
     )
 

@@ -7,7 +7,6 @@ import http.server
 import json
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -175,22 +174,6 @@ def _official_folder(tmp_path: Path) -> Path:
     (folder / "nano.pth").write_bytes(SEG)
     (folder / "nano_text_encoder.pth").write_bytes(TEXT)
     return folder
-
-
-def test_import_from_folder_and_zip(hub, tmp_path):
-    folder = _official_folder(tmp_path)
-    installed = modelstore.import_model("nano", folder.parent)
-    assert (installed / "segmentation.pth").read_bytes() == SEG
-    assert modelstore.verify("nano")
-    with pytest.raises(InputError, match="already installed"):
-        modelstore.import_model("nano", folder)
-    modelstore.remove("nano")
-    archive = tmp_path / "nano.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        z.write(folder / "nano.pth", "SAT/Nano/nano.pth")
-        z.write(folder / "nano_text_encoder.pth", "SAT/Nano/nano_text_encoder.pth")
-    installed = modelstore.import_model("nano", archive)
-    assert (installed / "text_encoder.pth").read_bytes() == TEXT
 
 
 def test_import_checks_recorded_hub_checksum(hub, tmp_path):

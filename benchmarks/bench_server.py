@@ -4,7 +4,7 @@ Full-size SAT-Nano with random weights (the released weights cannot be downloade
 the same), CPU, the TotalSegmentator example CT. Goal: the follow-up costs under 5 % of the first request,
 because the worker reuses the preprocessed volume and the backbone features (only the cheap decoder runs).
 
-    OMP_NUM_THREADS=2 flock /tmp/heavy.lock python benchmarks/bench_server.py [--feature-cache-mb 8500]
+    OMP_NUM_THREADS=2 flock /tmp/heavy.lock python benchmarks/bench_server.py [--feature-cache-mb MB]
 
 The feature cache must hold every window's features (about 2 GB per 288x288x96 window for SAT-Nano in
 fp32; example_ct has 4 windows) or the follow-up recomputes the windows that did not fit.
@@ -50,8 +50,9 @@ def cold_run(image: Path, model: Path, out: Path) -> float:
 
 
 class Worker:
-    def __init__(self, feature_cache_mb: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "SATSegmentLib", "serve", "--feature-cache-mb", str(feature_cache_mb)],
+    def __init__(self, feature_cache_mb: float | None) -> None:
+        cap = [] if feature_cache_mb is None else ["--feature-cache-mb", str(feature_cache_mb)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "SATSegmentLib", "serve", *cap],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def request(self, message: dict) -> tuple[dict, float]:
@@ -70,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "satsegment-bench-nano")
-    parser.add_argument("--feature-cache-mb", type=float, default=8500)
+    parser.add_argument("--feature-cache-mb", type=float, default=None,
+                        help="the worker's feature-cache cap (default: the worker's own default, 40%% of the RAM)")
     parser.add_argument("--skip-cold", action="store_true", help="only measure the worker")
     args = parser.parse_args()
     model = make_model(args.model_dir)

@@ -85,14 +85,20 @@ class Segmenter:
         roi: Sequence[float] | None = None,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
     ) -> SegmentationResult:
-        """Segment `image` for each prompt; see the module docstring and docs/python-api.md."""
+        """Segment `image` for each prompt; see the module docstring and docs/python-api.md.
+
+        `metadata`: for an `image` already read by `imageio.read_image`, the metadata it returned
+        (the image is then used as is, keyed on the file identity, instead of being read again).
+        """
         terms = _terms(prompts)
         orientation = check_orientation(orientation)
         timings: dict[str, float] = {}
         _stage(progress, cancel, "load", "reading the image")
         tic = time.perf_counter()
-        source, metadata = _read(image)
+        source, metadata = (image, metadata) if metadata is not None else _read(image)
         timings["load"] = time.perf_counter() - tic
         modality = resolve_modality(modality, metadata)
 

@@ -172,9 +172,9 @@ class Worker:
         _check_cancel(cancel)
         unique_terms = list(dict.fromkeys(terms.values()))
         before = _cache_state(segmenter, unique_terms, modality)
-        # The path (not the image read above) lets the pipeline key its volume cache on the file identity.
-        result = segmenter.segment(request.input, unique_terms, modality, orientation=request.orientation,
-                                   roi=request.roi, progress=progress, cancel=cancel)
+        # The image read above, with its metadata: the pipeline keys its volume cache on the file identity.
+        result = segmenter.segment(image, unique_terms, modality, orientation=request.orientation,
+                                   roi=request.roi, progress=progress, cancel=cancel, metadata=meta)
         _check_cancel(cancel)
         progress("write", 0, 1, "writing outputs")
         written = _write_outputs(request, output, result, terms, model_label)

@@ -381,3 +381,21 @@ def test_precision_option(ct_path, out_dir, tiny_model_dir, capsys):
     assert code == 0, err
     assert json.loads(out.splitlines()[-1])["event"] == "result"
     assert (out_dir / "bf16.seg.nrrd").is_file()
+
+
+def test_worker_reads_the_image_once_per_job(ct_path, out_dir, tiny_model_dir, monkeypatch):
+    """The worker validates the image before loading the model; the pipeline must reuse that read."""
+    from SATSegmentLib import imageio, pipeline
+    from SATSegmentLib.server import SegmentRequest, Worker
+
+    calls = []
+    real = imageio.read_image
+    for module in (imageio, pipeline):
+        monkeypatch.setattr(module, "read_image", lambda path: calls.append(path) or real(path))
+    worker = Worker(feature_cache_mb=64)
+    for n, prompt in enumerate(["liver", "spleen"]):
+        request = SegmentRequest(input=str(ct_path), prompts=[prompt], output=str(out_dir / f"r{n}.seg.nrrd"),
+                                 modality="ct", model=str(tiny_model_dir), device="cpu")
+        result = worker.run(request, lambda event: None)
+    assert len(calls) == 1  # first job reads once, the follow-up on the unchanged file not at all
+    assert result["cache"]["preprocessed_volume"] is True

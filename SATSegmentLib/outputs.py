@@ -105,15 +105,6 @@ class StagedOutputs:
         self.discard()
 
 
-def ijk_to_lps(reference) -> np.ndarray:
-    """4x4 matrix from voxel index (i, j, k) to LPS mm, from a SimpleITK image's geometry."""
-    matrix = np.eye(4)
-    direction = np.array(reference.GetDirection(), dtype=float).reshape(3, 3)
-    matrix[:3, :3] = direction @ np.diag(reference.GetSpacing())
-    matrix[:3, 3] = reference.GetOrigin()
-    return matrix
-
-
 def write_seg_nrrd(path: Path, masks: Mapping[str, np.ndarray], reference, specs: Sequence[SegmentSpec]) -> Path:
     """Write masks (SimpleITK order z, y, x, on `reference`'s grid) as a Slicer segmentation.
 
@@ -122,8 +113,10 @@ def write_seg_nrrd(path: Path, masks: Mapping[str, np.ndarray], reference, specs
     import slicerio
     from slicerio.segmentation import terminology_entry_from_string
 
+    from .imageio import lps_affine_of
+
     shape = tuple(reversed(reference.GetSize()))
-    segmentation = slicerio.create_segmentation(reference.GetSize(), ijk_to_lps(reference))
+    segmentation = slicerio.create_segmentation(reference.GetSize(), lps_affine_of(reference))
     segmentation["containedRepresentationNames"] = ["Binary labelmap"]
     for index, spec in enumerate(specs):
         mask = np.asarray(masks[spec.key])

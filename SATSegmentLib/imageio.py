@@ -7,6 +7,7 @@ folder without DICOM) becomes an `errors.InputError` saying what was wrong and w
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -34,7 +35,7 @@ def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
     """Read a scan file or DICOM series folder as a validated float32 `SimpleITK.Image` plus metadata.
 
     Metadata keys: `path`, `format` ('nifti' | 'nrrd' | 'metaimage' | 'dicom' | other), `identity`
-    (path, mtime and size, for caches), `modality` (DICOM Modality tag, upper-case, or None),
+    (hash of voxels and geometry, for caches), `modality` (DICOM Modality tag, upper-case, or None),
     `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry)
     and `notes` (human-readable remarks, e.g. which DICOM series was picked).
     """
@@ -46,10 +47,19 @@ def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
     else:
         image, meta = _read_file(path)
     meta["path"] = str(path)
-    meta["identity"] = _identity(path)
     image = validate_image(image, source=str(path))
     meta.setdefault("ras_affine", ras_affine_of(image))
+    meta["identity"] = image_fingerprint(image, meta["ras_affine"])
     return image, meta
+
+
+def image_fingerprint(image: sitk.Image, ras_affine: np.ndarray) -> str:
+    """Hash of the voxels and geometry: the same scan exported twice (new path, new mtime) hits the caches."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection())).encode())
+    digest.update(np.ascontiguousarray(ras_affine, dtype=np.float64).tobytes())
+    digest.update(memoryview(sitk.GetArrayViewFromImage(image)).cast("B"))
+    return digest.hexdigest()
 
 
 def resolve_modality(modality: str, metadata: dict[str, Any]) -> str:
@@ -125,14 +135,6 @@ def _check_spacing(spacing: tuple[float, ...], source: str) -> None:
                 f"(expected {MIN_SPACING_MM}–{MAX_SPACING_MM} mm).",
                 "The header is probably wrong (e.g. spacing in metres or cm); fix the spacing and try again.",
             )
-
-
-def _identity(path: Path) -> tuple[str, int, int]:
-    if path.is_dir():
-        files = [f for f in path.iterdir() if f.is_file()]
-        return (str(path.resolve()), max((f.stat().st_mtime_ns for f in files), default=0), sum(f.stat().st_size for f in files))
-    st = path.stat()
-    return (str(path.resolve()), st.st_mtime_ns, st.st_size)
 
 
 def _format_of(path: Path) -> str:

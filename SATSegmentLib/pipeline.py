@@ -11,7 +11,6 @@ on the same scan skip preprocessing and the backbone.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .imageio import ras_affine_of, read_image, resolve_modality, validate_image
+from .imageio import image_fingerprint, ras_affine_of, read_image, resolve_modality, validate_image
 from .inference import BlendedMasks, FeatureCache, ProgressCallback, check_cancel, run_sliding_window
 from .preprocess import (
     PreprocessedVolume,
@@ -91,7 +90,7 @@ class Segmenter:
         """Segment `image` for each prompt; see the module docstring and docs/python-api.md.
 
         `metadata`: for an `image` already read by `imageio.read_image`, the metadata it returned
-        (the image is then used as is, keyed on the file identity, instead of being read again).
+        (the image is then used as is, keyed on its content fingerprint, instead of being read again).
         """
         terms = _terms(prompts)
         orientation = check_orientation(orientation)
@@ -196,16 +195,9 @@ def _terms(prompts: Sequence[str]) -> dict[str, str]:
 def _read(image: str | Path | sitk.Image) -> tuple[sitk.Image, dict[str, Any]]:
     if isinstance(image, sitk.Image):
         checked = validate_image(image, source="the given image")
-        return checked, {"identity": ("sitk", _image_hash(checked)), "modality": None, "notes": [],
-                         "ras_affine": ras_affine_of(checked)}
+        affine = ras_affine_of(checked)
+        return checked, {"identity": image_fingerprint(checked, affine), "modality": None, "notes": [], "ras_affine": affine}
     return read_image(image)
-
-
-def _image_hash(image: sitk.Image) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((image.GetSize(), image.GetOrigin(), image.GetSpacing(), image.GetDirection())).encode())
-    digest.update(memoryview(sitk.GetArrayViewFromImage(image)).cast("B"))
-    return digest.hexdigest()
 
 
 def _map_back(mask: np.ndarray, grid: ProcessedGrid, inside: np.ndarray | None) -> np.ndarray:

@@ -172,7 +172,7 @@ class Worker:
         _check_cancel(cancel)
         unique_terms = list(dict.fromkeys(terms.values()))
         before = _cache_state(segmenter, unique_terms, modality)
-        # The image read above, with its metadata: the pipeline keys its volume cache on the file identity.
+        # The image read above, with its metadata: the pipeline keys its volume cache on its content fingerprint.
         result = segmenter.segment(image, unique_terms, modality, orientation=request.orientation,
                                    roi=request.roi, progress=progress, cancel=cancel, metadata=meta)
         _check_cancel(cancel)

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import torch
 
 from ..errors import ModelError
+from ..userdirs import user_home
 from . import checkpoint
 from .config import SATConfig
 from .device import resolve_device
@@ -27,11 +28,8 @@ EMBEDDINGS_DIR = "text_embeddings"
 
 
 def default_cache_dir() -> Path:
-    """`$SATSEGMENT_HOME/cache`, else the per-user cache (`$XDG_CACHE_HOME/satsegment` or ~/.cache/satsegment)."""
-    home = os.environ.get("SATSEGMENT_HOME")
-    if home:
-        return Path(home) / "cache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "satsegment"
+    """`cache/` in the per-user folder (SATSEGMENT_HOME or the platform's cache folder, as the model store)."""
+    return user_home() / "cache"
 
 
 def _writable_dir(folder: Path) -> Path | None:

@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import zipfile
@@ -26,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError, ModelError
+from ..userdirs import user_home
 from .download import Progress, download_file, sha256_of
 
 MODEL_FILES = ("segmentation.pth", "text_encoder.pth")
@@ -35,15 +35,7 @@ MANIFEST_FILE = "manifest.json"
 
 def model_home() -> Path:
     """Root of the per-user cache: SATSEGMENT_HOME, else the platform's cache folder."""
-    if os.environ.get("SATSEGMENT_HOME"):
-        return Path(os.environ["SATSEGMENT_HOME"]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "satsegment"
+    return user_home()
 
 
 @lru_cache(maxsize=1)

@@ -6,15 +6,21 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+from ..errors import CancelledError
 
 SIDECAR = "fingerprints.json"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: Path, cancel: threading.Event | None = None, chunk: int = 1 << 22) -> str:
+    """SHA-256 of a file, read in chunks; raises CancelledError between chunks once `cancel` is set."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("Checksum computation cancelled.")
             digest.update(block)
     return digest.hexdigest()
 

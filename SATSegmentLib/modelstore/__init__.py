@@ -3,7 +3,7 @@
 Downloads happen only when `download()` is called (never implicitly) and use only the standard library.
 """
 
-from .download import download_file, sha256_of
+from .download import download_file
 from .store import (
     ModelStatus,
     download,
@@ -24,5 +24,5 @@ from .store import (
 __all__ = [
     "ModelStatus", "download", "download_file", "entry", "file_url", "import_model", "installed",
     "licence_note", "list_models", "model_home", "path_for", "registry", "remove", "sat_config_for",
-    "sha256_of", "verify",
+    "verify",
 ]

@@ -8,7 +8,6 @@ the pinned one when known, otherwise the one the Hugging Face hub publishes for 
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import CancelledError, DownloadError
+from ..model.fingerprint import sha256_file
 
 Progress = Callable[[str, int, int, str], None]
 
@@ -49,17 +49,6 @@ def published_sha256(header_sets: list) -> str | None:
             if _SHA256.match(value):
                 return value
     return None
-
-
-def sha256_of(path: Path, cancel: threading.Event | None = None) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK_BYTES), b""):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError("Checksum computation cancelled.")
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download_file(
@@ -105,7 +94,7 @@ def download_file(
             "Pin the checksum in the model registry, or download the files by hand and run "
             "`satsegment models import NAME PATH`.",
         )
-    actual = sha256_of(part, cancel)
+    actual = sha256_file(part, cancel)
     if actual != expected:
         part.unlink(missing_ok=True)
         raise DownloadError(

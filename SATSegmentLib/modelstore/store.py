@@ -26,7 +26,8 @@ from pathlib import Path
 
 from ..errors import InputError, ModelError
 from ..userdirs import user_home
-from .download import Progress, download_file, sha256_of
+from ..model.fingerprint import sha256_file
+from .download import Progress, download_file
 
 MODEL_FILES = ("segmentation.pth", "text_encoder.pth")
 CONFIG_FILE = "sat_config.json"
@@ -188,7 +189,7 @@ def verify(name: str) -> dict[str, str]:
         target = folder / filename
         if not target.is_file():
             raise ModelError(f"{target} is missing.", f"Run `satsegment models remove {name}` and install it again.")
-        digest = sha256_of(target)
+        digest = sha256_file(target)
         pinned = entry(name)["files"][filename].get("sha256")
         if digest != record["sha256"] or (pinned and digest != pinned):
             raise ModelError(
@@ -460,7 +461,7 @@ def _checked_import(name: str, filename: str, target: Path, source: Path) -> dic
     """Hash an imported file and compare it with the pinned or previously recorded hub checksum."""
     spec = entry(name)["files"][filename]
     known = spec.get("sha256") or _recorded_checksums().get(spec["path"])
-    digest = sha256_of(target)
+    digest = sha256_file(target)
     if known and digest != known:
         raise ModelError(
             f"The imported {filename} ({spec['path']}) has SHA-256 {digest}, but the official file has {known}.",

@@ -28,18 +28,28 @@ def sha256_file(path: Path, cancel: threading.Event | None = None, chunk: int = 
 def cached_sha256(path: str | Path, cache_dir: str | Path | None) -> str:
     """SHA-256 of `path`, reusing the value stored in `cache_dir/fingerprints.json` while size and mtime match."""
     path = Path(path).resolve()
-    stat = path.stat()
-    stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     sidecar = Path(cache_dir) / SIDECAR if cache_dir is not None else None
-    known = _read(sidecar)
-    entry = known.get(str(path))
-    if isinstance(entry, dict) and all(entry.get(k) == v for k, v in stamp.items()) and "sha256" in entry:
+    entry = _read(sidecar).get(str(path))
+    if isinstance(entry, dict) and "sha256" in entry and all(entry.get(k) == v for k, v in _stamp(path).items()):
         return entry["sha256"]
     value = sha256_file(path)
-    if sidecar is not None:
-        known[str(path)] = {**stamp, "sha256": value}
-        _write(sidecar, known)
+    if cache_dir is not None:
+        remember_sha256(path, value, cache_dir)
     return value
+
+
+def remember_sha256(path: str | Path, digest: str, cache_dir: str | Path) -> None:
+    """Record a SHA-256 already known for `path` (e.g. from a verified install) so it is not computed again."""
+    path = Path(path).resolve()
+    sidecar = Path(cache_dir) / SIDECAR
+    known = _read(sidecar)
+    known[str(path)] = {**_stamp(path), "sha256": digest}
+    _write(sidecar, known)
+
+
+def _stamp(path: Path) -> dict:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def fingerprint(paths: list[str | Path], cache_dir: str | Path | None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import InputError, ModelError
 from ..userdirs import user_home
-from ..model.fingerprint import sha256_file
+from ..model.fingerprint import remember_sha256, sha256_file
 from .download import Progress, download_file
 
 MODEL_FILES = ("segmentation.pth", "text_encoder.pth")
@@ -237,6 +237,8 @@ def _install(name: str, staging: Path, files: dict, source: str) -> Path:
         leftover.unlink()
     final = _models_dir() / name
     os.replace(staging, final)
+    for filename, record in files.items():  # the first load need not hash ~1-2 GB again
+        remember_sha256(final / filename, record["sha256"], final)
     return final
 
 

@@ -122,7 +122,7 @@ def test_renamed_files_in_zip_found_by_content(home, tmp_path):
     assert _installed_pair(folder) == (5.0, 6.0)
     assert json.loads((folder / "manifest.json").read_text())["files"]["segmentation.pth"]["source_file"] \
         == f"{archive}:x/model_final.pth"
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "sat_config.json",
+    assert sorted(p.name for p in folder.iterdir()) == ["fingerprints.json", "manifest.json", "sat_config.json",
                                                          "segmentation.pth", "text_encoder.pth"]
     _no_leftovers(home)
 
@@ -217,3 +217,20 @@ def test_cli_import_renamed_pair(home, tmp_path, capsys):
     write_segmentation(src / "s.pth", "pro")
     assert main(["models", "import", "nano", str(src)]) == 4
     assert "Import them as `pro`" in capsys.readouterr().err
+
+
+def test_first_load_after_install_does_not_hash_the_weights_again(home, tmp_path, monkeypatch):
+    from SATSegmentLib.model import fingerprint
+
+    src = tmp_path / "SAT" / "Nano"
+    write_segmentation(src / "nano.pth", "nano")
+    write_text_encoder(src / "nano_text_encoder.pth")
+    folder = modelstore.import_model("nano", tmp_path / "SAT")
+    manifest = json.loads((folder / "manifest.json").read_text())
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("the installed weights were hashed again")
+
+    monkeypatch.setattr(fingerprint, "sha256_file", no_hashing)
+    for filename in ("segmentation.pth", "text_encoder.pth"):
+        assert fingerprint.cached_sha256(folder / filename, folder) == manifest["files"][filename]["sha256"]

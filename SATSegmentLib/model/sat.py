@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..errors import InputError
 from .config import SATConfig
 from .decoder import QueryDecoder, positional_encoding_3d
+from .memory import BackbonePlan
+from .slabs import avg_pool_blocks
 from .unet import PlainConvUNet
 
 DEFAULT_CHUNK = 32  # prompts decoded at once; bounds the query-side memory for long prompt lists
@@ -93,18 +94,28 @@ class SATModel(nn.Module):
 
     def image_tokens(self, skips: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Average-pool every encoder output to the deepest grid, concatenate, project: (B, T, query_dim)."""
-        pooled = [F.avg_pool3d(s, k) if k > 1 else s for s, k in zip(skips, self.config.token_pool_sizes)]
+        pooled = [avg_pool_blocks(s, k) for s, k in zip(skips, self.config.token_pool_sizes)]
         x = torch.cat(pooled, dim=1)
         grid = tuple(x.shape[2:])
         x = self.projection_layer(x.permute(0, 2, 3, 4, 1))  # (B, h, w, d, C): channels last
         return x.flatten(1, 3), grid
 
-    def encode_image(self, x: torch.Tensor) -> ImageFeatures:
-        """Run the backbone once on windows (B, 3, H, W, D)."""
+    def encode_image(self, x: torch.Tensor, plan: BackbonePlan | None = None) -> ImageFeatures:
+        """Run the backbone once on windows (B, 3, H, W, D), as the module forward or as `plan` says.
+
+        Every plan computes the same features; the lean one needs about a fifth of the memory (model/lean.py).
+        """
         self._check_input(x)
-        skips = self.backbone.encoder(x)
-        tokens, grid = self.image_tokens(skips)
-        pixel = self.backbone.decoder(skips)
+        if plan is None or plan.slab_bytes is None:
+            skips = self.backbone.encoder(x)
+            tokens, grid = self.image_tokens(skips)
+            pixel = self.backbone.decoder(skips)
+        else:
+            from .lean import lean_decoder, lean_encoder
+
+            skips = lean_encoder(self.backbone.encoder, x, plan.slab_bytes)
+            tokens, grid = self.image_tokens(skips)
+            pixel = lean_decoder(self.backbone.decoder, skips, plan.slab_bytes)
         return ImageFeatures(tokens=tokens, key_pos=self._positions(grid, tokens), pixel=pixel)
 
     def prompt_embeddings(self, features: ImageFeatures, queries: torch.Tensor) -> torch.Tensor:

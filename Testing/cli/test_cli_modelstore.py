@@ -13,7 +13,6 @@ import pytest
 
 from SATSegmentLib import modelstore
 from SATSegmentLib.errors import CancelledError, DownloadError, InputError, ModelError
-from SATSegmentLib.modelstore import store
 
 SEG = b"segmentation-weights " * 40000  # ~840 kB: several 1 MB-chunk reads are not needed, one cut is
 TEXT = b"text-encoder-weights " * 20000
@@ -117,7 +116,7 @@ def test_corrupt_bytes_leave_nothing_installed(hub):
 
 
 def test_pinned_checksum_wins_over_published(hub, monkeypatch):
-    spec = store.registry()["nano"]["files"]["segmentation.pth"]
+    spec = modelstore.registry()["nano"]["files"]["segmentation.pth"]
     monkeypatch.setitem(spec, "sha256", "0" * 64)
     with pytest.raises(DownloadError, match="0000000000"):
         modelstore.download("nano")

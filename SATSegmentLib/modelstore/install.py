@@ -1,0 +1,82 @@
+"""Installing a model: the resumable, verified download of its two files, and the one step that
+turns a staging folder into an installed model folder (shared with `importer`).
+
+Nothing is downloaded unless `download()` is called.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import threading
+from pathlib import Path
+
+from ..model.fingerprint import remember_sha256
+from .cache import (CONFIG_FILE, MANIFEST_FILE, is_installed, known_sha256, model_folder, pinned_sha256,
+                    record_sha256, staging_folder, write_json)
+from .download import Progress, download_file
+from .registry import entry, file_url
+
+_DIGESTS_FILE = ".digests.json"  # files of a staging folder already downloaded and verified
+
+
+def download(name: str, progress: Progress | None = None, cancel: threading.Event | None = None,
+             timeout: float | None = None) -> Path:
+    """Download and verify both files of a model, then install it; returns its folder.
+
+    Partial files survive failures and cancellation in the staging folder, so calling again resumes.
+    """
+    entry(name)
+    if is_installed(name):
+        return model_folder(name)
+    staging = staging_folder(name)
+    staging.mkdir(parents=True, exist_ok=True)
+    timeout = timeout if timeout is not None else float(os.environ.get("SATSEGMENT_DOWNLOAD_TIMEOUT", "60"))
+    files = _staged_digests(staging)
+    for filename in entry(name)["files"]:
+        if filename in files and (staging / filename).is_file():
+            continue
+        url = file_url(name, filename)
+        digest = download_file(url, staging / filename, expected_sha256=known_sha256(name, filename),
+                               progress=progress, cancel=cancel, timeout=timeout)
+        record_sha256(name, filename, digest)
+        files[filename] = {"sha256": digest, "size": (staging / filename).stat().st_size, "origin": url,
+                           "verified_against": "pinned" if pinned_sha256(name, filename) else "hub"}
+        write_json(staging / _DIGESTS_FILE, files)
+    (staging / _DIGESTS_FILE).unlink(missing_ok=True)
+    return install_staged(name, staging, files, source="download")
+
+
+def install_staged(name: str, staging: Path, files: dict, source: str) -> Path:
+    """Write config and manifest into `staging`, then rename it onto the model folder in one step."""
+    info = entry(name)
+    write_json(staging / CONFIG_FILE, sat_config_for(info["variant"]))
+    manifest = {
+        "name": name,
+        "display_name": info["display_name"],
+        "variant": info["variant"],
+        "source": source,
+        "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+    write_json(staging / MANIFEST_FILE, manifest)
+    for leftover in staging.glob("*.part"):
+        leftover.unlink()
+    final = model_folder(name)
+    os.replace(staging, final)
+    for filename, record in files.items():  # the first load need not hash ~1-2 GB again
+        remember_sha256(final / filename, record["sha256"], final)
+    return final
+
+
+def sat_config_for(variant: str) -> dict:
+    """Content of sat_config.json for an official variant ('nano' or 'pro')."""
+    from ..model.config import SATConfig
+
+    return SATConfig.for_variant(variant).to_dict()
+
+
+def _staged_digests(staging: Path) -> dict:
+    path = staging / _DIGESTS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

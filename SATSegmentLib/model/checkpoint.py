@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import ModelError
-from ..modelstore.registry import display_name
+from ..modelstore.registry import display_name, model_name_for
 from .config import SATConfig
 
 StateDict = dict[str, torch.Tensor]
@@ -163,10 +163,19 @@ def segmentation_state(path: str | Path, config: SATConfig) -> StateDict:
         found = detect_variant(sd)
         if found and found != config.variant:
             return (f"{path} looks like a {display_name(found)} checkpoint, but {display_name(config.variant)}"
-                    " was requested", f"this looks like {display_name(found)}; use --variant {found} (or the '{found}' model)")
+                    " was requested", _other_variant_hint(found))
         return None
 
     return _check(sd, config, "segmentation", path, what, explain)
+
+
+def _other_variant_hint(found: str) -> str:
+    """What to do with a checkpoint of another architecture: only official models are offered, as
+    `--variant` accepts nothing else (the tiny variant exists for tests only)."""
+    name = model_name_for(found)
+    if name:
+        return f"this looks like {display_name(found)}; use --variant {found} (or the '{name}' model)"
+    return f"{display_name(found)} checkpoints exist for SATSegment's tests only; {_OFFICIAL_HINT}"
 
 
 def text_encoder_state(path: str | Path, config: SATConfig) -> StateDict:

@@ -75,7 +75,8 @@ def test_tiny_file_offered_as_nano_is_refused(tmp_path):
     seg, text = write_official_checkpoints(tmp_path, SATConfig.tiny())
     with pytest.raises(ModelError, match="tiny test model") as info:
         load_official_checkpoints(seg, text, "nano", "cpu", cache_dir=tmp_path)
-    assert "--variant tiny" in info.value.hint
+    assert "--variant" not in info.value.hint  # the command line accepts only official variants
+    assert "Nano/nano.pth" in info.value.hint
 
 
 def test_unmatched_architecture_lists_the_differences(tmp_path):

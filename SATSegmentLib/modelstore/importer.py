@@ -21,7 +21,8 @@ from ..errors import InputError, ModelError
 from ..model.fingerprint import sha256_file
 from .cache import CONFIG_FILE, MODEL_FILES, is_installed, known_sha256, models_dir
 from .install import install_staged
-from .registry import display_name, entry, hub_page, model_name_for, official_names
+from .pair import check_pair, wrong_variant
+from .registry import display_name, entry, hub_page, official_names
 
 
 def import_model(name: str, path: str | Path) -> Path:
@@ -50,7 +51,7 @@ def import_model(name: str, path: str | Path) -> Path:
             raise InputError(f"{source} is neither a folder nor a .zip file.", "Give a folder or .zip file holding the model's .pth files.")
         files = {filename: {**_checked_import(name, filename, staging / filename, source), "source_file": labels[filename]}
                  for filename in MODEL_FILES}
-        _validate_staged(name, staging, labels)
+        check_pair(name, staging, labels, "import")
         return install_staged(name, staging, files, source="import")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -180,7 +181,7 @@ def _choose_by_content(name: str, source: Path, named: dict[str, _Candidate], sc
         if not fitting_seg:
             others = [f for f in seen if f.kind == "segmentation"]
             if others:
-                raise _wrong_variant(name, others[0].variant, others[0].label)
+                raise wrong_variant(name, others[0].variant, others[0].label)
             raise _missing_official(name, source, f"Found by content: {listing}.")
         chosen["segmentation.pth"] = fitting_seg[0]
     if "text_encoder.pth" not in named:
@@ -203,41 +204,6 @@ def _choose_by_content(name: str, source: Path, named: dict[str, _Candidate], sc
     return chosen
 
 
-def _wrong_variant(name: str, found: str | None, label: str) -> ModelError:
-    wanted = entry(name)["display_name"]
-    if found is None:
-        return ModelError(f"{label} is a SAT segmentation checkpoint, but neither SAT-Nano nor SAT-Pro (not {wanted}).",
-                          f"Import the official {wanted} files from {hub_page()}.")
-    official = model_name_for(found)
-    if official:
-        return ModelError(f"Found {display_name(found)} weights in {label}, not {wanted}.",
-                          f"Import them as `{official}` (`satsegment models import {official} PATH`), "
-                          f"or give the {wanted} files.")
-    return ModelError(f"{label} is a {display_name(found)} checkpoint, not an official model ({wanted} was requested).",
-                      f"Import the official {wanted} files from {hub_page()}.")
-
-
-def _validate_staged(name: str, staging: Path, labels: dict[str, str]) -> None:
-    """Load the staged pair strictly, as `use` does; ModelError naming the original file otherwise."""
-    from ..model.checkpoint import segmentation_state, text_encoder_state
-    from ..model.config import SATConfig
-
-    variant = entry(name)["variant"]
-    config = SATConfig.for_variant(variant)
-    for filename, check in (("segmentation.pth", segmentation_state), ("text_encoder.pth", text_encoder_state)):
-        staged = staging / filename
-        try:
-            check(staged, config)
-            continue
-        except ModelError as exc:
-            message = exc.message.replace(str(staged), labels[filename])
-        if filename == "segmentation.pth" and _variant_of(staged) not in (None, variant):
-            raise _wrong_variant(name, _variant_of(staged), labels[filename])
-        raise ModelError(f"Cannot import {entry(name)['display_name']}: {message}",
-                         f"Copy the official {entry(name)['display_name']} file again (it may be damaged or a different "
-                         f"file) from {hub_page()}.")
-
-
 def _check_folder_variant(name: str, source: Path) -> None:
     config = source / CONFIG_FILE
     if config.is_file():
@@ -245,16 +211,6 @@ def _check_folder_variant(name: str, source: Path) -> None:
         if variant != entry(name)["variant"]:
             raise ModelError(f"{source} holds a '{variant}' model, not {entry(name)['display_name']}.",
                              f"Import it under the right name, or import the {entry(name)['display_name']} files.")
-
-
-def _variant_of(path: Path) -> str | None:
-    """Variant of a segmentation checkpoint by its shapes, None when unknown or unreadable."""
-    from ..model.checkpoint import detect_variant, read_state_dict
-
-    try:
-        return detect_variant(read_state_dict(path))
-    except ModelError:
-        return None
 
 
 def _missing_official(name: str, source: Path, found: str = "") -> InputError:

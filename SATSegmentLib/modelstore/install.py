@@ -1,5 +1,5 @@
 """Installing a model: the resumable, verified download of its two files, and the one step that
-turns a staging folder into an installed model folder (shared with `importer`).
+turns a checked staging folder into an installed model folder (shared with `importer`).
 
 Nothing is downloaded unless `download()` is called.
 """
@@ -9,13 +9,16 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
+from ..errors import ModelError
 from ..model.fingerprint import remember_sha256
 from .cache import (CONFIG_FILE, MANIFEST_FILE, is_installed, known_sha256, model_folder, pinned_sha256,
                     record_sha256, staging_folder, write_json)
 from .download import Progress, download_file
+from .pair import check_pair
 from .registry import entry, file_url
 
 _DIGESTS_FILE = ".digests.json"  # files of a staging folder already downloaded and verified
@@ -23,7 +26,8 @@ _DIGESTS_FILE = ".digests.json"  # files of a staging folder already downloaded 
 
 def download(name: str, progress: Progress | None = None, cancel: threading.Event | None = None,
              timeout: float | None = None) -> Path:
-    """Download and verify both files of a model, then install it; returns its folder.
+    """Download both files of a model, verify their checksums, load them strictly as `import` does,
+    then install the model; returns its folder.
 
     Partial files survive failures and cancellation in the staging folder, so calling again resumes.
     """
@@ -44,8 +48,23 @@ def download(name: str, progress: Progress | None = None, cancel: threading.Even
         files[filename] = {"sha256": digest, "size": (staging / filename).stat().st_size, "origin": url,
                            "verified_against": "pinned" if pinned_sha256(name, filename) else "hub"}
         write_json(staging / _DIGESTS_FILE, files)
+    _check_downloaded_pair(name, staging, files)
     (staging / _DIGESTS_FILE).unlink(missing_ok=True)
     return install_staged(name, staging, files, source="download")
+
+
+def _check_downloaded_pair(name: str, staging: Path, files: dict) -> None:
+    """The strict check `import` applies, for the downloaded pair. The files matched the hub's checksums,
+    so downloading again would not help: they are deleted and the hint points at the registry."""
+    try:
+        check_pair(name, staging, {filename: record["origin"] for filename, record in files.items()}, "download")
+    except ModelError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ModelError(
+            f"{exc.message} The downloaded files were deleted.",
+            f"The repository may have changed: correct the file paths of '{name}' in SATSegmentLib/modelstore/registry.json, "
+            f"or download the official files by hand and run `satsegment models import {name} PATH`.",
+        ) from exc
 
 
 def install_staged(name: str, staging: Path, files: dict, source: str) -> Path:

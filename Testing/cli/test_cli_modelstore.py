@@ -8,14 +8,31 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from SATSegmentLib import modelstore
 from SATSegmentLib.errors import CancelledError, DownloadError, InputError, ModelError
+from SATSegmentLib.model.config import SATConfig
+from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
 
-SEG = b"segmentation-weights " * 40000  # ~840 kB: several 1 MB-chunk reads are not needed, one cut is
-TEXT = b"text-encoder-weights " * 20000
+
+
+class HubFiles(NamedTuple):
+    """What the fake hub serves as Nano/nano.pth and Nano/nano_text_encoder.pth."""
+
+    seg: bytes
+    text: bytes
+
+
+@pytest.fixture(scope="session")
+def hub_files(tmp_path_factory) -> HubFiles:
+    """A shape-only official SAT-Nano pair: loads strictly like the real files, ~100 kB."""
+    folder = tmp_path_factory.mktemp("hub-files")
+    seg = write_shape_only_segmentation(folder / "nano.pth", SATConfig.nano())
+    text = write_shape_only_text_encoder(folder / "nano_text_encoder.pth", SATConfig.nano())
+    return HubFiles(seg.read_bytes(), text.read_bytes())
 
 
 class FakeHub(http.server.ThreadingHTTPServer):
@@ -73,9 +90,9 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
-    server = FakeHub({"/Nano/nano.pth": SEG, "/Nano/nano_text_encoder.pth": TEXT})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def hub(monkeypatch, tmp_path, hub_files):
+    server = FakeHub({"/Nano/nano.pth": hub_files.seg, "/Nano/nano_text_encoder.pth": hub_files.text})
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("SATSEGMENT_MODEL_URL_BASE", server.base)
     monkeypatch.setenv("SATSEGMENT_HOME", str(tmp_path / "home"))
@@ -84,25 +101,25 @@ def hub(monkeypatch, tmp_path):
     server.server_close()
 
 
-def test_download_installs_verified_model_with_progress(hub):
+def test_download_installs_verified_model_with_progress(hub, hub_files):
     seen = []
     folder = modelstore.download("nano", progress=lambda stage, cur, tot, msg: seen.append((stage, cur, tot)))
-    assert (folder / "segmentation.pth").read_bytes() == SEG
-    assert (folder / "text_encoder.pth").read_bytes() == TEXT
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
+    assert (folder / "text_encoder.pth").read_bytes() == hub_files.text
     assert json.loads((folder / "sat_config.json").read_text())["variant"] == "nano"
     assert modelstore.installed() == ["nano"]
     assert modelstore.path_for("nano") == folder
-    assert seen[-1] == ("download", len(TEXT), len(TEXT))
-    assert modelstore.verify("nano")["segmentation.pth"] == hashlib.sha256(SEG).hexdigest()
+    assert seen[-1] == ("download", len(hub_files.text), len(hub_files.text))
+    assert modelstore.verify("nano")["segmentation.pth"] == hashlib.sha256(hub_files.seg).hexdigest()
     recorded = json.loads((modelstore.model_home() / "checksums.json").read_text())
-    assert recorded["Nano/nano.pth"] == hashlib.sha256(SEG).hexdigest()
+    assert recorded["Nano/nano.pth"] == hashlib.sha256(hub_files.seg).hexdigest()
     assert not list(folder.glob("*.part"))
 
 
-def test_resume_after_cut_connection_uses_range(hub):
+def test_resume_after_cut_connection_uses_range(hub, hub_files):
     hub.cut_after = 1000
     folder = modelstore.download("nano")
-    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
     assert ("/Nano/nano.pth", "bytes=1000-") in hub.requests
 
 
@@ -143,14 +160,23 @@ def test_timeout_is_a_download_error(hub):
         modelstore.download("nano", timeout=0.3)
 
 
-def test_cancel_keeps_part_for_resume(hub):
+def test_cancel_keeps_part_for_resume(hub, hub_files):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(CancelledError):
         modelstore.download("nano", cancel=cancel)
     assert modelstore.installed() == []
     folder = modelstore.download("nano")
-    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
+
+
+def test_downloaded_files_that_do_not_load_are_not_installed(hub, hub_files):
+    hub.files = {"/Nano/nano.pth": hub_files.text, "/Nano/nano_text_encoder.pth": hub_files.seg}  # swapped on the hub
+    with pytest.raises(ModelError, match=r"Cannot download SAT-Nano: .*/Nano/nano.pth is a SAT text-encoder") as info:
+        modelstore.download("nano")
+    assert "registry.json" in info.value.hint
+    assert modelstore.installed() == []
+    assert not (modelstore.model_home() / "models" / ".staging-nano").exists()
 
 
 def test_verify_detects_corruption_and_remove(hub):
@@ -167,28 +193,28 @@ def test_verify_detects_corruption_and_remove(hub):
     assert "satsegment models download nano" in info.value.hint
 
 
-def _official_folder(tmp_path: Path) -> Path:
+def _official_folder(tmp_path: Path, hub_files: HubFiles) -> Path:
     folder = tmp_path / "offline" / "Nano"
     folder.mkdir(parents=True)
-    (folder / "nano.pth").write_bytes(SEG)
-    (folder / "nano_text_encoder.pth").write_bytes(TEXT)
+    (folder / "nano.pth").write_bytes(hub_files.seg)
+    (folder / "nano_text_encoder.pth").write_bytes(hub_files.text)
     return folder
 
 
-def test_import_checks_recorded_hub_checksum(hub, tmp_path):
+def test_import_checks_recorded_hub_checksum(hub, tmp_path, hub_files):
     modelstore.download("nano")
     modelstore.remove("nano")
-    folder = _official_folder(tmp_path)
-    (folder / "nano.pth").write_bytes(SEG[:-1] + b"!")
+    folder = _official_folder(tmp_path, hub_files)
+    (folder / "nano.pth").write_bytes(hub_files.seg[:-1] + b"!")
     with pytest.raises(ModelError, match="official file"):
         modelstore.import_model("nano", folder)
     assert modelstore.installed() == []
 
 
-def test_import_rejects_incomplete_folder(hub, tmp_path):
+def test_import_rejects_incomplete_folder(hub, tmp_path, hub_files):
     folder = tmp_path / "half"
     folder.mkdir()
-    (folder / "nano.pth").write_bytes(SEG)
+    (folder / "nano.pth").write_bytes(hub_files.seg)
     with pytest.raises(InputError, match="nano_text_encoder.pth"):
         modelstore.import_model("nano", folder)
     assert modelstore.installed() == []

@@ -4,7 +4,9 @@ Downloads happen only when `download()` is called (never implicitly) and use onl
 
     registry.py   the official models as data: names, files, URLs, display names, licence
     cache.py      the per-user cache on disk: where models live, installed, list, verify, remove
+    storage.py    writing there safely: one install at a time, umask permissions, temp files, clear errors
     download.py   one resumable, checksummed HTTP download
+    pair.py       the strict check that two files are a model `segment` will load
     install.py    download a model, and install a staged model folder in one step
     importer.py   install from local files, found by name or by content
 """

@@ -5,7 +5,9 @@ Layout of `model_home()` (override with SATSEGMENT_HOME):
     models/<name>/            an installed model folder: sat_config.json, segmentation.pth,
                               text_encoder.pth, manifest.json (SHA-256 and origin of each file)
     models/.staging-<name>/   downloads in progress (`*.part` files, resumable)
+    models/.lock              held by the one download, import or remove running (see storage.py)
     checksums.json            SHA-256 recorded on the first verified download of each hub file
+    .satsegment-tmp-*         (anywhere above) temp files of a run; removed when a killed run left them
 
 A model counts as installed once its folder holds a manifest: installs write it last and rename
 the whole folder into place in one step.
@@ -14,7 +16,6 @@ the whole folder into place in one step.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from ..errors import ModelError
 from ..model.fingerprint import sha256_file
 from ..userdirs import user_home
 from .registry import approx_download_bytes, entry, hub_page, registry
+from .storage import installing, write_json
 
 MODEL_FILES = ("segmentation.pth", "text_encoder.pth")
 CONFIG_FILE = "sat_config.json"
@@ -51,6 +53,7 @@ def staging_folder(name: str) -> Path:
 
 
 def is_installed(name: str) -> bool:
+    """Whether model `name` has a complete folder (its manifest is written last)."""
     return (model_folder(name) / MANIFEST_FILE).is_file()
 
 
@@ -122,12 +125,12 @@ def verify(name: str) -> dict[str, str]:
 def remove(name: str) -> bool:
     """Delete an installed model and any partial download; True if something was removed."""
     entry(name)
-    removed = False
-    for folder in (model_folder(name), staging_folder(name)):
-        if folder.exists():
-            shutil.rmtree(folder)
-            removed = True
-    return removed
+    present = [folder for folder in (model_folder(name), staging_folder(name)) if folder.exists()]
+    if present:
+        with installing(model_home()):
+            for folder in present:
+                shutil.rmtree(folder)
+    return bool(present)
 
 
 def pinned_sha256(name: str, filename: str) -> str | None:
@@ -153,11 +156,3 @@ def record_sha256(name: str, filename: str, digest: str) -> None:
 def _recorded_checksums() -> dict[str, str]:
     path = model_home() / CHECKSUMS_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temp file in the same folder + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, ModelError
 from ..model.fingerprint import sha256_file
-from .cache import CONFIG_FILE, MODEL_FILES, is_installed, known_sha256, models_dir
+from .cache import CONFIG_FILE, MODEL_FILES, is_installed, known_sha256, model_home, models_dir
 from .install import install_staged
 from .pair import check_pair, wrong_variant
 from .registry import display_name, entry, hub_page, official_names
+from .storage import installing, temp_folder
 
 
 def import_model(name: str, path: str | Path) -> Path:
@@ -32,29 +32,35 @@ def import_model(name: str, path: str | Path) -> Path:
     Files are found by their official names first; when a name is missing (renamed files), every
     `.pth` file is classified by content (keys and shapes, read memory-mapped) and exactly one
     segmentation checkpoint of the requested variant plus one text encoder must be found. The staged
-    pair is then loaded strictly as `use` loads it, so a wrong or damaged file fails here.
+    pair is then loaded strictly as `segment` loads it, so a wrong or damaged file fails here.
     """
     info = entry(name)
     if is_installed(name):
-        raise InputError(f"{info['display_name']} is already installed.", f"Run `satsegment models remove {name}` first to replace it.")
+        raise InputError(f"{info['display_name']} is already installed.",
+                         f"Run `satsegment models remove {name}` first to replace it.")
     source = Path(path).expanduser()
     if not source.exists():
         raise InputError(f"{source} does not exist.", "Give a folder or .zip file holding the model's .pth files.")
-    models_dir().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".import-{name}-", dir=models_dir()))
-    try:
-        if zipfile.is_zipfile(source):
-            labels = _extract_from_zip(name, source, staging)
-        elif source.is_dir():
-            labels = _copy_from_folder(name, source, staging)
-        else:
-            raise InputError(f"{source} is neither a folder nor a .zip file.", "Give a folder or .zip file holding the model's .pth files.")
-        files = {filename: {**_checked_import(name, filename, staging / filename, source), "source_file": labels[filename]}
-                 for filename in MODEL_FILES}
-        check_pair(name, staging, labels, "import")
-        return install_staged(name, staging, files, source="import")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with installing(model_home()):
+        staging = temp_folder(models_dir(), f"import-{name}")
+        try:
+            labels = _stage(name, source, staging)
+            files = {filename: {**_checked_import(name, filename, staging / filename, source), "source_file": labels[filename]}
+                     for filename in MODEL_FILES}
+            check_pair(name, staging, labels, "import")
+            return install_staged(name, staging, files, source="import")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(name: str, source: Path, staging: Path) -> dict[str, str]:
+    """Put the pair from a folder or .zip into `staging`; returns model-folder file name -> where it came from."""
+    if source.is_dir():
+        return _copy_from_folder(name, source, staging)
+    if zipfile.is_zipfile(source):
+        return _extract_from_zip(name, source, staging)
+    raise InputError(f"{source} is neither a folder nor a .zip file.",
+                     "Give a folder or .zip file holding the model's .pth files.")
 
 
 def _copy_from_folder(name: str, source: Path, staging: Path) -> dict[str, str]:

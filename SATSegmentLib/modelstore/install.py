@@ -15,11 +15,12 @@ from pathlib import Path
 
 from ..errors import ModelError
 from ..model.fingerprint import remember_sha256
-from .cache import (CONFIG_FILE, MANIFEST_FILE, is_installed, known_sha256, model_folder, pinned_sha256,
-                    record_sha256, staging_folder, write_json)
+from .cache import (CONFIG_FILE, MANIFEST_FILE, is_installed, known_sha256, model_folder, model_home,
+                    pinned_sha256, record_sha256, staging_folder)
 from .download import Progress, download_file
 from .pair import check_pair
 from .registry import entry, file_url
+from .storage import installing, write_json
 
 _DIGESTS_FILE = ".digests.json"  # files of a staging folder already downloaded and verified
 
@@ -29,14 +30,27 @@ def download(name: str, progress: Progress | None = None, cancel: threading.Even
     """Download both files of a model, verify their checksums, load them strictly as `import` does,
     then install the model; returns its folder.
 
-    Partial files survive failures and cancellation in the staging folder, so calling again resumes.
+    Partial files survive network failures and cancellation in the staging folder, so calling again
+    resumes; when the home cannot be written (e.g. a full disk) they are deleted.
     """
     entry(name)
-    if is_installed(name):
+    if is_installed(name):  # before locking: a shared, read-only home serves installed models
         return model_folder(name)
-    staging = staging_folder(name)
-    staging.mkdir(parents=True, exist_ok=True)
     timeout = timeout if timeout is not None else float(os.environ.get("SATSEGMENT_DOWNLOAD_TIMEOUT", "60"))
+    staging = staging_folder(name)
+    with installing(model_home(), partial=staging):
+        if is_installed(name):  # finished by another process meanwhile
+            return model_folder(name)
+        staging.mkdir(exist_ok=True)
+        files = _download_files(name, staging, progress, cancel, timeout)
+        _check_downloaded_pair(name, staging, files)
+        (staging / _DIGESTS_FILE).unlink(missing_ok=True)
+        return install_staged(name, staging, files, source="download")
+
+
+def _download_files(name: str, staging: Path, progress: Progress | None, cancel: threading.Event | None,
+                    timeout: float) -> dict:
+    """Download the files `staging` lacks, each verified by SHA-256; returns the manifest records."""
     files = _staged_digests(staging)
     for filename in entry(name)["files"]:
         if filename in files and (staging / filename).is_file():
@@ -48,9 +62,7 @@ def download(name: str, progress: Progress | None = None, cancel: threading.Even
         files[filename] = {"sha256": digest, "size": (staging / filename).stat().st_size, "origin": url,
                            "verified_against": "pinned" if pinned_sha256(name, filename) else "hub"}
         write_json(staging / _DIGESTS_FILE, files)
-    _check_downloaded_pair(name, staging, files)
-    (staging / _DIGESTS_FILE).unlink(missing_ok=True)
-    return install_staged(name, staging, files, source="download")
+    return files
 
 
 def _check_downloaded_pair(name: str, staging: Path, files: dict) -> None:
@@ -68,7 +80,8 @@ def _check_downloaded_pair(name: str, staging: Path, files: dict) -> None:
 
 
 def install_staged(name: str, staging: Path, files: dict, source: str) -> Path:
-    """Write config and manifest into `staging`, then rename it onto the model folder in one step."""
+    """Write config and manifest into `staging`, then rename it onto the model folder in one step.
+    Call it inside `storage.installing`."""
     info = entry(name)
     write_json(staging / CONFIG_FILE, sat_config_for(info["variant"]))
     manifest = {

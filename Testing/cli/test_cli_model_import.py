@@ -21,6 +21,7 @@ from SATSegmentLib.errors import InputError, ModelError
 from SATSegmentLib.model.checkpoint import segmentation_state
 from SATSegmentLib.model.config import SATConfig
 from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
+from SATSegmentLib.modelstore.storage import TEMP_PREFIX
 
 NANO, PRO = SATConfig.nano(), SATConfig.pro()
 
@@ -41,7 +42,7 @@ def _installed_pair(folder: Path) -> tuple[float, float]:
 
 def _no_leftovers(home: Path) -> None:
     models = home / "models"
-    assert not [p for p in models.iterdir() if p.name.startswith(".import-")] if models.exists() else True
+    assert not [p for p in models.iterdir() if p.name.startswith(TEMP_PREFIX)] if models.exists() else True
 
 
 def test_official_names_in_folder_and_zip(home, tmp_path):
@@ -155,7 +156,8 @@ def test_no_text_encoder_lists_what_was_found(home, tmp_path):
     src = tmp_path / "half"
     write_shape_only_segmentation(src / "w.pth", NANO)
     (src / "junk.pth").write_bytes(b"")
-    write_shape_only_text_encoder(src / "pretrain.pth", dataclasses.replace(NANO, num_modalities=5))  # SAT-Pretrain encoder: not usable for inference
+    pretrain = dataclasses.replace(NANO, num_modalities=5)  # a SAT-Pretrain encoder: not usable for inference
+    write_shape_only_text_encoder(src / "pretrain.pth", pretrain)
     with pytest.raises(InputError, match="nano_text_encoder.pth") as info:
         modelstore.import_model("nano", src)
     message = info.value.message
@@ -170,7 +172,7 @@ def test_damaged_named_file_fails_at_import(home, tmp_path):
     seg.write_bytes(seg.read_bytes()[:-200])  # truncated download
     with pytest.raises(ModelError, match="Cannot import SAT-Nano: .*nano.pth is incomplete") as info:
         modelstore.import_model("nano", src)
-    assert ".import-" not in info.value.message  # names the user's file, not the staging copy
+    assert TEMP_PREFIX not in info.value.message  # names the user's file, not the staging copy
     assert modelstore.installed() == []
     _no_leftovers(home)
 

@@ -1,14 +1,19 @@
-"""Model download, verification, import and removal against a local HTTP server on 127.0.0.1."""
+"""Model download, verification, import and removal against a local HTTP server on 127.0.0.1; a full
+or read-only model home (small tmpfs mounts: root only, skipped otherwise)."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import pytest
 
@@ -16,6 +21,7 @@ from SATSegmentLib import modelstore
 from SATSegmentLib.errors import CancelledError, DownloadError, InputError, ModelError
 from SATSegmentLib.model.config import SATConfig
 from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
+from SATSegmentLib.modelstore.storage import TEMP_PREFIX
 
 
 
@@ -250,3 +256,82 @@ def test_models_subcommands(hub, tmp_path, capsys):
     assert main(["models", "download", "nano"]) == 6
     assert "404" in capsys.readouterr().err
     assert main(["models", "import", "nano", str(tmp_path / "nothing")]) == 2
+
+
+def test_download_removes_stale_temp_files_of_ours_only(hub):
+    home = modelstore.model_home()
+    staging = home / "models" / ".staging-nano"
+    staging.mkdir(parents=True)
+    ours = [home / f"{TEMP_PREFIX}checksums.json-x1", home / "models" / f"{TEMP_PREFIX}import-nano-x2" / "nano.pth",
+            staging / f"{TEMP_PREFIX}manifest.json-x3"]  # what killed runs leave
+    users = [home / "models" / "notes.tmp", home / ".satsegment-notes", home / "models" / "nano.tmp.pth"]
+    for path in ours + users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    folder = modelstore.download("nano")
+    assert [p for p in ours if p.exists()] == [] and not (home / "models" / f"{TEMP_PREFIX}import-nano-x2").exists()
+    assert [p for p in users if not p.exists()] == []
+    assert not [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+@contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted on `folder` for the test (root only; the test is skipped otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                             text=True) if shutil.which("mount") and os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode:
+        pytest.skip(f"needs `mount -t tmpfs` as root: {mounted.stderr.strip() if mounted else 'not root'}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_home(monkeypatch, tmp_path) -> Iterator[Path]:
+    """SATSEGMENT_HOME on a 64 kB disk: the model files (~150 kB) do not fit."""
+    with _tmpfs(tmp_path / "small-disk", "size=64k") as disk:
+        monkeypatch.setenv("SATSEGMENT_HOME", str(disk / "home"))
+        yield disk / "home"
+
+
+def test_download_to_a_full_disk_is_a_clear_error_and_leaves_nothing(hub, full_home, capsys):
+    from SATSegmentLib.cli import main
+
+    assert main(["models", "download", "nano"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: The disk holding {full_home} is full." in err and "Free some space" in err
+    assert "Traceback" not in err
+    assert [p.name for p in (full_home / "models").iterdir()] == [".lock"]
+
+
+def test_import_to_a_full_disk_is_a_clear_error_and_leaves_nothing(hub, hub_files, full_home, tmp_path):
+    with pytest.raises(InputError, match="is full"):
+        modelstore.import_model("nano", _official_folder(tmp_path, hub_files))
+    assert [p.name for p in (full_home / "models").iterdir()] == [".lock"]
+
+
+@pytest.fixture
+def read_only_home(monkeypatch, tmp_path) -> Iterator[Path]:
+    """SATSEGMENT_HOME in a folder that cannot be written: mode 555, or for root (whom modes do not
+    stop) a read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    monkeypatch.setenv("SATSEGMENT_HOME", str(folder / "home"))
+    if os.geteuid() == 0:
+        with _tmpfs(folder, "ro,size=64k"):
+            yield folder / "home"
+        return
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder / "home"
+    folder.chmod(0o755)
+
+
+def test_read_only_home_is_a_clear_error(hub, read_only_home, capsys):
+    from SATSegmentLib.cli import main
+
+    assert main(["models", "download", "nano"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: Cannot write to {read_only_home}: " in err and "SATSEGMENT_HOME" in err
+    assert "Traceback" not in err

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +59,19 @@ def _stage(name: str, source: Path, staging: Path) -> dict[str, str]:
     if source.is_dir():
         return _copy_from_folder(name, source, staging)
     if zipfile.is_zipfile(source):
-        return _extract_from_zip(name, source, staging)
+        try:
+            return _extract_from_zip(name, source, staging)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a member's data is damaged
+            raise _damaged_zip(source, f" ({exc})") from exc
+    if source.suffix.lower() == ".zip":  # the central directory, at the end of the file, is missing
+        raise _damaged_zip(source, f" (it ends after {source.stat().st_size:,} bytes, without its table of contents)")
     raise InputError(f"{source} is neither a folder nor a .zip file.",
                      "Give a folder or .zip file holding the model's .pth files.")
+
+
+def _damaged_zip(source: Path, detail: str) -> InputError:
+    return InputError(f"{source} is a damaged or truncated .zip file{detail}.",
+                      "Download or copy the .zip file again (an interrupted copy cuts it short), then import it.")
 
 
 def _copy_from_folder(name: str, source: Path, staging: Path) -> dict[str, str]:

@@ -177,6 +177,39 @@ def test_damaged_named_file_fails_at_import(home, tmp_path):
     _no_leftovers(home)
 
 
+def _zipped_pair(tmp_path: Path) -> Path:
+    """The official pair in a .zip, stored uncompressed (so damaging a byte damages the data, not zlib's stream)."""
+    src = tmp_path / "zip-src"
+    members = {"Nano/nano.pth": write_shape_only_segmentation(src / "nano.pth", NANO),
+               "Nano/nano_text_encoder.pth": write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)}
+    archive = tmp_path / "SAT.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for member, path in members.items():
+            z.write(path, member)
+    return archive
+
+
+def test_truncated_zip_says_to_copy_it_again(home, tmp_path):
+    archive = _zipped_pair(tmp_path)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"SAT.zip is a damaged or truncated \.zip file") as info:
+        modelstore.import_model("nano", archive)
+    assert "copy the .zip file again" in info.value.hint
+    assert modelstore.installed() == []
+    _no_leftovers(home)
+
+
+def test_zip_with_a_damaged_member_says_to_copy_it_again(home, tmp_path):
+    archive = _zipped_pair(tmp_path)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the first member's data: its CRC no longer matches
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"damaged or truncated \.zip file \(Bad CRC-32"):
+        modelstore.import_model("nano", archive)
+    assert modelstore.installed() == []
+    _no_leftovers(home)
+
+
 def test_cli_import_renamed_pair(home, tmp_path, capsys):
     from SATSegmentLib.cli import main
 

@@ -1,6 +1,6 @@
-"""The model home (SATSEGMENT_HOME): an unusable one fails with one clear message and exit 2,
-installed models are as readable as the umask says, and one install runs at a time. (Full disk and
-read-only home: test_cli_modelstore.py, which has the fake hub.)"""
+"""The model home (SATSEGMENT_HOME): an unusable one fails with one clear message and exit 2, a
+non-ASCII one simply works, installed models are as readable as the umask says, and one install
+runs at a time. (Full disk and read-only home: test_cli_modelstore.py, which has the fake hub.)"""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from SATSegmentLib.errors import InputError
 from SATSegmentLib.model.config import SATConfig
 from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
 from SATSegmentLib.modelstore.storage import installing
+
+NON_ASCII = "Ünïcødé 肝臓"
+
 
 def _official_pair(folder: Path) -> Path:
     write_shape_only_segmentation(folder / "nano.pth", SATConfig.nano())
@@ -52,6 +55,14 @@ def test_symlink_loop_in_home_is_a_clear_input_error(monkeypatch, tmp_path, caps
     assert status == 2
     assert f"{loop} is a symbolic link loop." in err
     assert "Traceback" not in err
+
+
+def test_import_into_a_non_ascii_home_from_a_non_ascii_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("SATSEGMENT_HOME", str(tmp_path / NON_ASCII / "home"))
+    folder = modelstore.import_model("nano", _official_pair(tmp_path / NON_ASCII / "Nano"))
+    assert folder == tmp_path / NON_ASCII / "home" / "models" / "nano"
+    assert modelstore.path_for("nano") == folder
+    assert set(modelstore.verify("nano")) == {"segmentation.pth", "text_encoder.pth"}
 
 
 @pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])

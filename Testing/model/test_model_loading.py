@@ -142,6 +142,17 @@ def test_folder_errors(tmp_path, model_dir):
         load_model_folder(model_dir, "cpu")
 
 
+def test_folder_under_a_non_ascii_path_loads_and_caches(model_dir, tmp_path):
+    folder = tmp_path / "Ünïcødé 肝臓" / "model"
+    folder.parent.mkdir()
+    model_dir.rename(folder)
+    expected = load_model_folder(folder, "cpu").embed(["liver"], "ct")
+    fresh = load_model_folder(folder, "cpu")
+    torch.testing.assert_close(fresh.embed(["liver"], "ct"), expected)
+    assert not fresh.text_encoder_loaded  # served from the cache written under the non-ASCII path
+    assert (folder / "fingerprints.json").is_file()
+
+
 def test_fingerprint_is_a_sha256_cached_by_size_and_mtime(model_dir, monkeypatch):
     from SATSegmentLib.model import fingerprint as fp
 

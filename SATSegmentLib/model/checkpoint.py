@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from ..errors import ModelError
+from ..modelstore.registry import display_name, model_name_for
 from .config import SATConfig
 
 StateDict = dict[str, torch.Tensor]
@@ -25,7 +26,6 @@ StateDict = dict[str, torch.Tensor]
 _ALIAS = re.compile(r"(\.convs\.\d+\.)(conv|norm|all_modules\.0|all_modules\.1)\.")
 _ALIAS_PAIRS = {"conv": "all_modules.0", "norm": "all_modules.1", "all_modules.0": "conv", "all_modules.1": "norm"}
 _KNOWN_VARIANTS = ("nano", "pro", "tiny")
-_DISPLAY = {"nano": "SAT-Nano", "pro": "SAT-Pro", "tiny": "tiny test model"}
 _OFFICIAL_HINT = ("SAT needs the paired official files: the segmentation checkpoint (Nano/nano.pth or "
                   "Pro/SAT_Pro.pth) and the text encoder released with it (text_encoder.pth)")
 
@@ -144,7 +144,7 @@ def _check(sd: StateDict, config: SATConfig, kind: str, path: Path, what: str,
         better = explain()
         if better:
             raise ModelError(*better)
-        raise ModelError(f"{what} {path} does not match the {_DISPLAY.get(config.variant, config.variant)} "
+        raise ModelError(f"{what} {path} does not match the {display_name(config.variant)} "
                          f"architecture: {_describe(*problems)}", hint=_OFFICIAL_HINT)
     return sd
 
@@ -162,11 +162,20 @@ def segmentation_state(path: str | Path, config: SATConfig) -> StateDict:
     def explain() -> tuple[str, str] | None:
         found = detect_variant(sd)
         if found and found != config.variant:
-            return (f"{path} looks like a {_DISPLAY[found]} checkpoint, but {_DISPLAY.get(config.variant, config.variant)}"
-                    " was requested", f"this looks like {_DISPLAY[found]}; use --variant {found} (or the '{found}' model)")
+            return (f"{path} looks like a {display_name(found)} checkpoint, but {display_name(config.variant)}"
+                    " was requested", _other_variant_hint(found))
         return None
 
     return _check(sd, config, "segmentation", path, what, explain)
+
+
+def _other_variant_hint(found: str) -> str:
+    """What to do with a checkpoint of another architecture: only official models are offered, as
+    `--variant` accepts nothing else (the tiny variant exists for tests only)."""
+    name = model_name_for(found)
+    if name:
+        return f"this looks like {display_name(found)}; use --variant {found} (or the '{name}' model)"
+    return f"{display_name(found)} checkpoints exist for SATSegment's tests only; {_OFFICIAL_HINT}"
 
 
 def text_encoder_state(path: str | Path, config: SATConfig) -> StateDict:

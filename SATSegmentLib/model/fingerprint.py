@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from ..errors import CancelledError
+from ..userdirs import file_mode
 
 SIDECAR = "fingerprints.json"
 
@@ -74,6 +75,7 @@ def _write(sidecar: Path, data: dict) -> None:
         fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=".fp-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
+        os.chmod(tmp, file_mode())  # readable by others as the umask allows (mkstemp makes it private)
         os.replace(tmp, sidecar)
     except OSError:
         pass  # read-only location: the hash is simply recomputed next time

@@ -76,3 +76,37 @@ def write_random_model_folder(path: str | Path, config: SATConfig, seed: int = 0
     write_official_checkpoints(folder, config, seed)
     config.save(folder)
     return folder
+
+
+def _constant_views(state: dict[str, torch.Tensor], value: float) -> dict[str, torch.Tensor]:
+    """Each tensor replaced by a stride-0 view of one number: the same keys, shapes and dtypes, a tiny file."""
+    return {key: torch.full((1,), value, dtype=tensor.dtype).expand(tensor.shape) if tensor.dim()
+            else torch.tensor(value, dtype=tensor.dtype) for key, tensor in state.items()}
+
+
+def write_shape_only_segmentation(path: str | Path, config: SATConfig, value: float = 1.0) -> Path:
+    """An official-layout segmentation checkpoint whose every weight is `value`.
+
+    Full-size SAT-Nano/SAT-Pro files are 0.5-2 GB; this one holds every key with its real shape in a
+    few tens of kB and reads (memory-mapped) like the real one, for tests of finding, classifying and
+    strictly checking checkpoints (not for running the model).
+    """
+    with torch.device("meta"):
+        payload = official_segmentation_payload(SATModel(config))
+    payload["model_state_dict"] = _constant_views(payload["model_state_dict"], value)
+    return _save(payload, path)
+
+
+def write_shape_only_text_encoder(path: str | Path, config: SATConfig, value: float = 2.0) -> Path:
+    """An official-layout text-encoder checkpoint whose every weight is `value` (see `write_shape_only_segmentation`)."""
+    with torch.device("meta"):
+        payload = official_text_encoder_payload(TextEncoder(config))
+    payload["model_state_dict"] = _constant_views(payload["model_state_dict"], value)
+    return _save(payload, path)
+
+
+def _save(payload: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, path)
+    return path

@@ -16,13 +16,14 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .. import __version__
 from ..errors import CancelledError, DownloadError
 from ..model.fingerprint import sha256_file
 
 Progress = Callable[[str, int, int, str], None]
+T = TypeVar("T")
 
 CHUNK_BYTES = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -64,7 +65,8 @@ def download_file(
     """Download `url` to `dest`, resuming `<dest>.part`; return the verified SHA-256.
 
     Raises DownloadError (HTTP error, network failure after `attempts` tries, checksum mismatch,
-    no checksum available) or CancelledError. A checksum mismatch deletes the partial file.
+    no checksum available) or CancelledError. A checksum mismatch deletes the partial file. An
+    OSError of the local file (e.g. a full disk) is raised as it is, at once.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -74,6 +76,8 @@ def download_file(
         try:
             published = _fetch_into(url, part, progress, cancel, timeout) or published
             break
+        except _PartFileError as exc:
+            raise exc.error from None
         except (socket.timeout, TimeoutError) as exc:
             last_problem = f"no data for {timeout:g} s ({exc})"
         except (ConnectionError, http.client.HTTPException, urllib.error.URLError, OSError) as exc:
@@ -125,20 +129,39 @@ def _fetch_into(url: str, part: Path, progress: Progress | None, cancel: threadi
             offset = 0
         total = _total_size(response, offset)
         done = offset
-        with open(part, "ab" if offset else "wb") as out:
+        with _local(open, part, "ab" if offset else "wb") as out:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise CancelledError("Download cancelled; run the same command again to resume it.")
                 block = response.read(CHUNK_BYTES)
                 if not block:
                     break
-                out.write(block)
+                _local(out.write, block)
+                _local(out.flush)
                 done += len(block)
                 if progress is not None:
-                    progress("download", done, total, f"{part.name.removesuffix('.part')}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
+                    progress("download", done, total,
+                             f"{part.name.removesuffix('.part')}: {done / 1e6:.1f} of {total / 1e6:.1f} MB")
     if total and done < total:
         raise ConnectionError(f"connection closed after {done} of {total} bytes")
     return published
+
+
+class _PartFileError(Exception):
+    """Writing the `.part` file failed (full disk, permissions): not the network's fault, so it is
+    not retried; `download_file` raises the original OSError."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _local(operation: Callable[..., T], *args) -> T:
+    """Run a file operation on the `.part` file, marking its OSError as local (see `_PartFileError`)."""
+    try:
+        return operation(*args)
+    except OSError as exc:
+        raise _PartFileError(exc) from exc
 
 
 def _total_size(response, offset: int) -> int:

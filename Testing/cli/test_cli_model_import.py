@@ -1,14 +1,14 @@
 """`satsegment models import`: finding the two official files by name or, when renamed, by content,
 and loading the pair strictly before installing it.
 
-Full-size SAT-Nano/SAT-Pro checkpoints are ~0.5-2 GB, so these tests write *shape-only* copies: every
-key of the official layout (DDP `module.` prefix, `model_state_dict` wrapper, deep-supervision heads,
-`position_ids` buffer) with its real shape, but each tensor is a stride-0 view of one number, so a file
-is a few tens of kB and loads (memory-mapped) exactly like the real one.
+Full-size SAT-Nano/SAT-Pro checkpoints are ~0.5-2 GB, so these tests write *shape-only* copies
+(`model.testing.write_shape_only_*`): every key of the official layout with its real shape, each
+tensor a stride-0 view of one number (the fill value tells which candidate was installed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from pathlib import Path
@@ -18,40 +18,12 @@ import torch
 
 from SATSegmentLib import modelstore
 from SATSegmentLib.errors import InputError, ModelError
-from SATSegmentLib.model.checkpoint import expected_shapes, segmentation_state
+from SATSegmentLib.model.checkpoint import segmentation_state
 from SATSegmentLib.model.config import SATConfig
+from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
+from SATSegmentLib.modelstore.storage import TEMP_PREFIX
 
-
-def _shape_only(shapes: dict[str, tuple[int, ...]], value: float) -> dict[str, torch.Tensor]:
-    one = torch.full((1,), value)
-    return {k: one.expand(shape) if shape else one.reshape(()) for k, shape in shapes.items()}
-
-
-def write_segmentation(path: Path, variant: str, value: float = 1.0) -> Path:
-    """A shape-only official segmentation checkpoint of `variant` ('nano' or 'pro')."""
-    config = SATConfig.for_variant(variant)
-    state = _shape_only(expected_shapes("segmentation", config), value)
-    widths = config.features_per_stage[1:1 + len(config.deep_supervision_hidden)]
-    for i, (hidden, out) in enumerate(zip(config.deep_supervision_hidden, widths)):
-        state.update(_shape_only({f"mid_mask_embed_proj.{i}.0.weight": (hidden, config.query_dim),
-                                  f"mid_mask_embed_proj.{i}.0.bias": (hidden,),
-                                  f"mid_mask_embed_proj.{i}.2.weight": (out, hidden),
-                                  f"mid_mask_embed_proj.{i}.2.bias": (out,)}, value))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": 0, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
-    return path
-
-
-def write_text_encoder(path: Path, value: float = 2.0, modalities: int = 4) -> Path:
-    """A shape-only official text-encoder checkpoint (same architecture for Nano and Pro)."""
-    config = SATConfig.nano()
-    shapes = expected_shapes("text", config)
-    shapes["modality_embed.weight"] = (modalities, shapes["modality_embed.weight"][1])
-    state = {f"module.{k}": v for k, v in _shape_only(shapes, value).items()}
-    state["module.text_tower.biolord.embeddings.position_ids"] = torch.arange(514).unsqueeze(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": 0, "model_state_dict": state}, path)
-    return path
+NANO, PRO = SATConfig.nano(), SATConfig.pro()
 
 
 @pytest.fixture
@@ -70,13 +42,13 @@ def _installed_pair(folder: Path) -> tuple[float, float]:
 
 def _no_leftovers(home: Path) -> None:
     models = home / "models"
-    assert not [p for p in models.iterdir() if p.name.startswith(".import-")] if models.exists() else True
+    assert not [p for p in models.iterdir() if p.name.startswith(TEMP_PREFIX)] if models.exists() else True
 
 
 def test_official_names_in_folder_and_zip(home, tmp_path):
     src = tmp_path / "SAT" / "Nano"
-    write_segmentation(src / "nano.pth", "nano")
-    write_text_encoder(src / "nano_text_encoder.pth")
+    write_shape_only_segmentation(src / "nano.pth", NANO)
+    write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)
     folder = modelstore.import_model("nano", tmp_path / "SAT")
     assert (folder / "segmentation.pth").read_bytes() == (src / "nano.pth").read_bytes()
     assert (folder / "text_encoder.pth").read_bytes() == (src / "nano_text_encoder.pth").read_bytes()
@@ -97,8 +69,8 @@ def test_official_names_in_folder_and_zip(home, tmp_path):
 
 def test_renamed_files_in_folder_found_by_content(home, tmp_path):
     src = tmp_path / "downloads"
-    write_segmentation(src / "sat nano weights (1).pth", "nano", value=3.0)
-    write_text_encoder(src / "deep" / "er" / "encoder.pth", value=4.0)
+    write_shape_only_segmentation(src / "sat nano weights (1).pth", NANO, 3.0)
+    write_shape_only_text_encoder(src / "deep" / "er" / "encoder.pth", NANO, 4.0)
     (src / "notes.pth").write_bytes(b"not a checkpoint")  # ignored, not fatal
     torch.save({"weight": torch.zeros(2)}, src / "other_model.pth")  # a PyTorch file, not SAT: ignored
     folder = modelstore.import_model("nano", src)
@@ -110,8 +82,8 @@ def test_renamed_files_in_folder_found_by_content(home, tmp_path):
 
 def test_renamed_files_in_zip_found_by_content(home, tmp_path):
     src = tmp_path / "src"
-    write_segmentation(src / "a.pth", "nano", value=5.0)
-    write_text_encoder(src / "b.pth", value=6.0)
+    write_shape_only_segmentation(src / "a.pth", NANO, 5.0)
+    write_shape_only_text_encoder(src / "b.pth", NANO, 6.0)
     archive = tmp_path / "weights.zip"
     with zipfile.ZipFile(archive, "w") as z:
         z.write(src / "a.pth", "x/model_final.pth")
@@ -129,10 +101,10 @@ def test_renamed_files_in_zip_found_by_content(home, tmp_path):
 
 def test_nano_and_pro_side_by_side_picks_requested_variant(home, tmp_path):
     src = tmp_path / "mixed"
-    write_segmentation(src / "Nano" / "weights.pth", "nano", value=7.0)
-    write_text_encoder(src / "Nano" / "text.pth", value=8.0)
-    write_segmentation(src / "Pro" / "weights.pth", "pro", value=9.0)
-    write_text_encoder(src / "Pro" / "text.pth", value=10.0)
+    write_shape_only_segmentation(src / "Nano" / "weights.pth", NANO, 7.0)
+    write_shape_only_text_encoder(src / "Nano" / "text.pth", NANO, 8.0)
+    write_shape_only_segmentation(src / "Pro" / "weights.pth", PRO, 9.0)
+    write_shape_only_text_encoder(src / "Pro" / "text.pth", PRO, 10.0)
     folder = modelstore.import_model("nano", src)
     assert _installed_pair(folder) == (7.0, 8.0)  # the text encoder next to the Nano checkpoint
     folder = modelstore.import_model("pro", src)
@@ -142,8 +114,8 @@ def test_nano_and_pro_side_by_side_picks_requested_variant(home, tmp_path):
 
 def test_pro_file_imported_as_nano_says_import_as_pro(home, tmp_path):
     src = tmp_path / "only-pro"
-    write_segmentation(src / "model.pth", "pro")
-    write_text_encoder(src / "text.pth")
+    write_shape_only_segmentation(src / "model.pth", PRO)
+    write_shape_only_text_encoder(src / "text.pth", NANO)
     with pytest.raises(ModelError, match="Found SAT-Pro weights in .*model.pth") as info:
         modelstore.import_model("nano", src)
     assert "models import pro" in info.value.hint
@@ -153,8 +125,8 @@ def test_pro_file_imported_as_nano_says_import_as_pro(home, tmp_path):
 
 def test_pro_file_with_nano_name_is_caught_by_validation(home, tmp_path):
     src = tmp_path / "misnamed"
-    write_segmentation(src / "nano.pth", "pro")
-    write_text_encoder(src / "nano_text_encoder.pth")
+    write_shape_only_segmentation(src / "nano.pth", PRO)
+    write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)
     with pytest.raises(ModelError, match="Found SAT-Pro weights in .*nano.pth") as info:
         modelstore.import_model("nano", src)
     assert "models import pro" in info.value.hint
@@ -163,9 +135,9 @@ def test_pro_file_with_nano_name_is_caught_by_validation(home, tmp_path):
 
 def test_two_nano_checkpoints_are_ambiguous(home, tmp_path):
     src = tmp_path / "two"
-    write_segmentation(src / "run1.pth", "nano", value=1.0)
-    write_segmentation(src / "run2.pth", "nano", value=2.0)
-    write_text_encoder(src / "text.pth")
+    write_shape_only_segmentation(src / "run1.pth", NANO, 1.0)
+    write_shape_only_segmentation(src / "run2.pth", NANO, 2.0)
+    write_shape_only_text_encoder(src / "text.pth", NANO)
     with pytest.raises(InputError, match="2 SAT-Nano segmentation checkpoints.*run1.pth.*run2.pth"):
         modelstore.import_model("nano", src)
     assert modelstore.installed() == []
@@ -173,18 +145,19 @@ def test_two_nano_checkpoints_are_ambiguous(home, tmp_path):
 
 def test_two_text_encoders_not_beside_the_checkpoint_are_ambiguous(home, tmp_path):
     src = tmp_path / "texts"
-    write_segmentation(src / "seg" / "w.pth", "nano")
-    write_text_encoder(src / "t1" / "a.pth")
-    write_text_encoder(src / "t2" / "b.pth")
+    write_shape_only_segmentation(src / "seg" / "w.pth", NANO)
+    write_shape_only_text_encoder(src / "t1" / "a.pth", NANO)
+    write_shape_only_text_encoder(src / "t2" / "b.pth", NANO)
     with pytest.raises(InputError, match="2 SAT text encoders"):
         modelstore.import_model("nano", src)
 
 
 def test_no_text_encoder_lists_what_was_found(home, tmp_path):
     src = tmp_path / "half"
-    write_segmentation(src / "w.pth", "nano")
+    write_shape_only_segmentation(src / "w.pth", NANO)
     (src / "junk.pth").write_bytes(b"")
-    write_text_encoder(src / "pretrain.pth", modalities=5)  # SAT-Pretrain encoder: not usable for inference
+    pretrain = dataclasses.replace(NANO, num_modalities=5)  # a SAT-Pretrain encoder: not usable for inference
+    write_shape_only_text_encoder(src / "pretrain.pth", pretrain)
     with pytest.raises(InputError, match="nano_text_encoder.pth") as info:
         modelstore.import_model("nano", src)
     message = info.value.message
@@ -194,12 +167,45 @@ def test_no_text_encoder_lists_what_was_found(home, tmp_path):
 
 def test_damaged_named_file_fails_at_import(home, tmp_path):
     src = tmp_path / "damaged"
-    seg = write_segmentation(src / "nano.pth", "nano")
-    write_text_encoder(src / "nano_text_encoder.pth")
+    seg = write_shape_only_segmentation(src / "nano.pth", NANO)
+    write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)
     seg.write_bytes(seg.read_bytes()[:-200])  # truncated download
     with pytest.raises(ModelError, match="Cannot import SAT-Nano: .*nano.pth is incomplete") as info:
         modelstore.import_model("nano", src)
-    assert ".import-" not in info.value.message  # names the user's file, not the staging copy
+    assert TEMP_PREFIX not in info.value.message  # names the user's file, not the staging copy
+    assert modelstore.installed() == []
+    _no_leftovers(home)
+
+
+def _zipped_pair(tmp_path: Path) -> Path:
+    """The official pair in a .zip, stored uncompressed (so damaging a byte damages the data, not zlib's stream)."""
+    src = tmp_path / "zip-src"
+    members = {"Nano/nano.pth": write_shape_only_segmentation(src / "nano.pth", NANO),
+               "Nano/nano_text_encoder.pth": write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)}
+    archive = tmp_path / "SAT.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for member, path in members.items():
+            z.write(path, member)
+    return archive
+
+
+def test_truncated_zip_says_to_copy_it_again(home, tmp_path):
+    archive = _zipped_pair(tmp_path)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(InputError, match=r"SAT.zip is a damaged or truncated \.zip file") as info:
+        modelstore.import_model("nano", archive)
+    assert "copy the .zip file again" in info.value.hint
+    assert modelstore.installed() == []
+    _no_leftovers(home)
+
+
+def test_zip_with_a_damaged_member_says_to_copy_it_again(home, tmp_path):
+    archive = _zipped_pair(tmp_path)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the first member's data: its CRC no longer matches
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"damaged or truncated \.zip file \(Bad CRC-32"):
+        modelstore.import_model("nano", archive)
     assert modelstore.installed() == []
     _no_leftovers(home)
 
@@ -208,13 +214,13 @@ def test_cli_import_renamed_pair(home, tmp_path, capsys):
     from SATSegmentLib.cli import main
 
     src = tmp_path / "cli"
-    write_segmentation(src / "s.pth", "nano")
-    write_text_encoder(src / "t.pth")
+    write_shape_only_segmentation(src / "s.pth", NANO)
+    write_shape_only_text_encoder(src / "t.pth", NANO)
     assert main(["models", "import", "nano", str(src)]) == 0
     assert capsys.readouterr().out.strip() == str(modelstore.path_for("nano"))
     modelstore.remove("nano")
     (src / "s.pth").unlink()
-    write_segmentation(src / "s.pth", "pro")
+    write_shape_only_segmentation(src / "s.pth", PRO)
     assert main(["models", "import", "nano", str(src)]) == 4
     assert "Import them as `pro`" in capsys.readouterr().err
 
@@ -223,8 +229,8 @@ def test_first_load_after_install_does_not_hash_the_weights_again(home, tmp_path
     from SATSegmentLib.model import fingerprint
 
     src = tmp_path / "SAT" / "Nano"
-    write_segmentation(src / "nano.pth", "nano")
-    write_text_encoder(src / "nano_text_encoder.pth")
+    write_shape_only_segmentation(src / "nano.pth", NANO)
+    write_shape_only_text_encoder(src / "nano_text_encoder.pth", NANO)
     folder = modelstore.import_model("nano", tmp_path / "SAT")
     manifest = json.loads((folder / "manifest.json").read_text())
 

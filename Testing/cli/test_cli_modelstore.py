@@ -1,22 +1,44 @@
-"""Model download, verification, import and removal against a local HTTP server on 127.0.0.1."""
+"""Model download, verification, import and removal against a local HTTP server on 127.0.0.1; a full
+or read-only model home (small tmpfs mounts: root only, skipped otherwise)."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
 import json
+import os
+import shutil
+import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import pytest
 
 from SATSegmentLib import modelstore
 from SATSegmentLib.errors import CancelledError, DownloadError, InputError, ModelError
-from SATSegmentLib.modelstore import store
+from SATSegmentLib.model.config import SATConfig
+from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
+from SATSegmentLib.modelstore.storage import TEMP_PREFIX
 
-SEG = b"segmentation-weights " * 40000  # ~840 kB: several 1 MB-chunk reads are not needed, one cut is
-TEXT = b"text-encoder-weights " * 20000
+
+
+class HubFiles(NamedTuple):
+    """What the fake hub serves as Nano/nano.pth and Nano/nano_text_encoder.pth."""
+
+    seg: bytes
+    text: bytes
+
+
+@pytest.fixture(scope="session")
+def hub_files(tmp_path_factory) -> HubFiles:
+    """A shape-only official SAT-Nano pair: loads strictly like the real files, ~100 kB."""
+    folder = tmp_path_factory.mktemp("hub-files")
+    seg = write_shape_only_segmentation(folder / "nano.pth", SATConfig.nano())
+    text = write_shape_only_text_encoder(folder / "nano_text_encoder.pth", SATConfig.nano())
+    return HubFiles(seg.read_bytes(), text.read_bytes())
 
 
 class FakeHub(http.server.ThreadingHTTPServer):
@@ -74,9 +96,9 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
-    server = FakeHub({"/Nano/nano.pth": SEG, "/Nano/nano_text_encoder.pth": TEXT})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+def hub(monkeypatch, tmp_path, hub_files):
+    server = FakeHub({"/Nano/nano.pth": hub_files.seg, "/Nano/nano_text_encoder.pth": hub_files.text})
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     monkeypatch.setenv("SATSEGMENT_MODEL_URL_BASE", server.base)
     monkeypatch.setenv("SATSEGMENT_HOME", str(tmp_path / "home"))
@@ -85,25 +107,25 @@ def hub(monkeypatch, tmp_path):
     server.server_close()
 
 
-def test_download_installs_verified_model_with_progress(hub):
+def test_download_installs_verified_model_with_progress(hub, hub_files):
     seen = []
     folder = modelstore.download("nano", progress=lambda stage, cur, tot, msg: seen.append((stage, cur, tot)))
-    assert (folder / "segmentation.pth").read_bytes() == SEG
-    assert (folder / "text_encoder.pth").read_bytes() == TEXT
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
+    assert (folder / "text_encoder.pth").read_bytes() == hub_files.text
     assert json.loads((folder / "sat_config.json").read_text())["variant"] == "nano"
     assert modelstore.installed() == ["nano"]
     assert modelstore.path_for("nano") == folder
-    assert seen[-1] == ("download", len(TEXT), len(TEXT))
-    assert modelstore.verify("nano")["segmentation.pth"] == hashlib.sha256(SEG).hexdigest()
+    assert seen[-1] == ("download", len(hub_files.text), len(hub_files.text))
+    assert modelstore.verify("nano")["segmentation.pth"] == hashlib.sha256(hub_files.seg).hexdigest()
     recorded = json.loads((modelstore.model_home() / "checksums.json").read_text())
-    assert recorded["Nano/nano.pth"] == hashlib.sha256(SEG).hexdigest()
+    assert recorded["Nano/nano.pth"] == hashlib.sha256(hub_files.seg).hexdigest()
     assert not list(folder.glob("*.part"))
 
 
-def test_resume_after_cut_connection_uses_range(hub):
+def test_resume_after_cut_connection_uses_range(hub, hub_files):
     hub.cut_after = 1000
     folder = modelstore.download("nano")
-    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
     assert ("/Nano/nano.pth", "bytes=1000-") in hub.requests
 
 
@@ -117,7 +139,7 @@ def test_corrupt_bytes_leave_nothing_installed(hub):
 
 
 def test_pinned_checksum_wins_over_published(hub, monkeypatch):
-    spec = store.registry()["nano"]["files"]["segmentation.pth"]
+    spec = modelstore.registry()["nano"]["files"]["segmentation.pth"]
     monkeypatch.setitem(spec, "sha256", "0" * 64)
     with pytest.raises(DownloadError, match="0000000000"):
         modelstore.download("nano")
@@ -144,14 +166,23 @@ def test_timeout_is_a_download_error(hub):
         modelstore.download("nano", timeout=0.3)
 
 
-def test_cancel_keeps_part_for_resume(hub):
+def test_cancel_keeps_part_for_resume(hub, hub_files):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(CancelledError):
         modelstore.download("nano", cancel=cancel)
     assert modelstore.installed() == []
     folder = modelstore.download("nano")
-    assert (folder / "segmentation.pth").read_bytes() == SEG
+    assert (folder / "segmentation.pth").read_bytes() == hub_files.seg
+
+
+def test_downloaded_files_that_do_not_load_are_not_installed(hub, hub_files):
+    hub.files = {"/Nano/nano.pth": hub_files.text, "/Nano/nano_text_encoder.pth": hub_files.seg}  # swapped on the hub
+    with pytest.raises(ModelError, match=r"Cannot download SAT-Nano: .*/Nano/nano.pth is a SAT text-encoder") as info:
+        modelstore.download("nano")
+    assert "registry.json" in info.value.hint
+    assert modelstore.installed() == []
+    assert not (modelstore.model_home() / "models" / ".staging-nano").exists()
 
 
 def test_verify_detects_corruption_and_remove(hub):
@@ -168,28 +199,28 @@ def test_verify_detects_corruption_and_remove(hub):
     assert "satsegment models download nano" in info.value.hint
 
 
-def _official_folder(tmp_path: Path) -> Path:
+def _official_folder(tmp_path: Path, hub_files: HubFiles) -> Path:
     folder = tmp_path / "offline" / "Nano"
     folder.mkdir(parents=True)
-    (folder / "nano.pth").write_bytes(SEG)
-    (folder / "nano_text_encoder.pth").write_bytes(TEXT)
+    (folder / "nano.pth").write_bytes(hub_files.seg)
+    (folder / "nano_text_encoder.pth").write_bytes(hub_files.text)
     return folder
 
 
-def test_import_checks_recorded_hub_checksum(hub, tmp_path):
+def test_import_checks_recorded_hub_checksum(hub, tmp_path, hub_files):
     modelstore.download("nano")
     modelstore.remove("nano")
-    folder = _official_folder(tmp_path)
-    (folder / "nano.pth").write_bytes(SEG[:-1] + b"!")
+    folder = _official_folder(tmp_path, hub_files)
+    (folder / "nano.pth").write_bytes(hub_files.seg[:-1] + b"!")
     with pytest.raises(ModelError, match="official file"):
         modelstore.import_model("nano", folder)
     assert modelstore.installed() == []
 
 
-def test_import_rejects_incomplete_folder(hub, tmp_path):
+def test_import_rejects_incomplete_folder(hub, tmp_path, hub_files):
     folder = tmp_path / "half"
     folder.mkdir()
-    (folder / "nano.pth").write_bytes(SEG)
+    (folder / "nano.pth").write_bytes(hub_files.seg)
     with pytest.raises(InputError, match="nano_text_encoder.pth"):
         modelstore.import_model("nano", folder)
     assert modelstore.installed() == []
@@ -225,3 +256,82 @@ def test_models_subcommands(hub, tmp_path, capsys):
     assert main(["models", "download", "nano"]) == 6
     assert "404" in capsys.readouterr().err
     assert main(["models", "import", "nano", str(tmp_path / "nothing")]) == 2
+
+
+def test_download_removes_stale_temp_files_of_ours_only(hub):
+    home = modelstore.model_home()
+    staging = home / "models" / ".staging-nano"
+    staging.mkdir(parents=True)
+    ours = [home / f"{TEMP_PREFIX}checksums.json-x1", home / "models" / f"{TEMP_PREFIX}import-nano-x2" / "nano.pth",
+            staging / f"{TEMP_PREFIX}manifest.json-x3"]  # what killed runs leave
+    users = [home / "models" / "notes.tmp", home / ".satsegment-notes", home / "models" / "nano.tmp.pth"]
+    for path in ours + users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    folder = modelstore.download("nano")
+    assert [p for p in ours if p.exists()] == [] and not (home / "models" / f"{TEMP_PREFIX}import-nano-x2").exists()
+    assert [p for p in users if not p.exists()] == []
+    assert not [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
+
+
+@contextmanager
+def _tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A small tmpfs mounted on `folder` for the test (root only; the test is skipped otherwise)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
+                             text=True) if shutil.which("mount") and os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode:
+        pytest.skip(f"needs `mount -t tmpfs` as root: {mounted.stderr.strip() if mounted else 'not root'}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_home(monkeypatch, tmp_path) -> Iterator[Path]:
+    """SATSEGMENT_HOME on a 64 kB disk: the model files (~150 kB) do not fit."""
+    with _tmpfs(tmp_path / "small-disk", "size=64k") as disk:
+        monkeypatch.setenv("SATSEGMENT_HOME", str(disk / "home"))
+        yield disk / "home"
+
+
+def test_download_to_a_full_disk_is_a_clear_error_and_leaves_nothing(hub, full_home, capsys):
+    from SATSegmentLib.cli import main
+
+    assert main(["models", "download", "nano"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: The disk holding {full_home} is full." in err and "Free some space" in err
+    assert "Traceback" not in err
+    assert [p.name for p in (full_home / "models").iterdir()] == [".lock"]
+
+
+def test_import_to_a_full_disk_is_a_clear_error_and_leaves_nothing(hub, hub_files, full_home, tmp_path):
+    with pytest.raises(InputError, match="is full"):
+        modelstore.import_model("nano", _official_folder(tmp_path, hub_files))
+    assert [p.name for p in (full_home / "models").iterdir()] == [".lock"]
+
+
+@pytest.fixture
+def read_only_home(monkeypatch, tmp_path) -> Iterator[Path]:
+    """SATSEGMENT_HOME in a folder that cannot be written: mode 555, or for root (whom modes do not
+    stop) a read-only tmpfs."""
+    folder = tmp_path / "read-only"
+    monkeypatch.setenv("SATSEGMENT_HOME", str(folder / "home"))
+    if os.geteuid() == 0:
+        with _tmpfs(folder, "ro,size=64k"):
+            yield folder / "home"
+        return
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder / "home"
+    folder.chmod(0o755)
+
+
+def test_read_only_home_is_a_clear_error(hub, read_only_home, capsys):
+    from SATSegmentLib.cli import main
+
+    assert main(["models", "download", "nano"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: Cannot write to {read_only_home}: " in err and "SATSEGMENT_HOME" in err
+    assert "Traceback" not in err

@@ -75,7 +75,8 @@ def test_tiny_file_offered_as_nano_is_refused(tmp_path):
     seg, text = write_official_checkpoints(tmp_path, SATConfig.tiny())
     with pytest.raises(ModelError, match="tiny test model") as info:
         load_official_checkpoints(seg, text, "nano", "cpu", cache_dir=tmp_path)
-    assert "--variant tiny" in info.value.hint
+    assert "--variant" not in info.value.hint  # the command line accepts only official variants
+    assert "Nano/nano.pth" in info.value.hint
 
 
 def test_unmatched_architecture_lists_the_differences(tmp_path):
@@ -139,6 +140,17 @@ def test_folder_errors(tmp_path, model_dir):
     (model_dir / "text_encoder.pth").unlink()
     with pytest.raises(ModelError, match="text_encoder.pth does not exist"):
         load_model_folder(model_dir, "cpu")
+
+
+def test_folder_under_a_non_ascii_path_loads_and_caches(model_dir, tmp_path):
+    folder = tmp_path / "Ünïcødé 肝臓" / "model"
+    folder.parent.mkdir()
+    model_dir.rename(folder)
+    expected = load_model_folder(folder, "cpu").embed(["liver"], "ct")
+    fresh = load_model_folder(folder, "cpu")
+    torch.testing.assert_close(fresh.embed(["liver"], "ct"), expected)
+    assert not fresh.text_encoder_loaded  # served from the cache written under the non-ASCII path
+    assert (folder / "fingerprints.json").is_file()
 
 
 def test_fingerprint_is_a_sha256_cached_by_size_and_mtime(model_dir, monkeypatch):

@@ -14,6 +14,8 @@ import threading
 import pytest
 
 from SATSegmentLib import modelstore
+from SATSegmentLib.model.config import SATConfig
+from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
 from SATSegmentSlicerLib import paths
 
 
@@ -35,12 +37,12 @@ class _HubHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def hub(tmp_path):
-    """Serves the registry's file paths for SAT-Nano from a folder, on 127.0.0.1."""
+    """Serves the registry's file paths for SAT-Nano from a folder, on 127.0.0.1 (shape-only files:
+    a download is loaded strictly before it is installed)."""
     root = tmp_path / "hub"
-    for spec in modelstore.registry()["nano"]["files"].values():
-        target = root / spec["path"]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(b"weights of " + spec["path"].encode() * 5000)
+    files = modelstore.registry()["nano"]["files"]
+    write_shape_only_segmentation(root / files["segmentation.pth"]["path"], SATConfig.nano())
+    write_shape_only_text_encoder(root / files["text_encoder.pth"]["path"], SATConfig.nano())
     handler = functools.partial(_HubHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from .dicomseries import itk_error_detail, read_dicom_series
 from .errors import InputError
 from .vocabulary import normalize_modality
 
@@ -26,24 +27,32 @@ MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_MODALITY_TAG = "0008|0060"
 #: DICOM Modality (0008,0060) values SAT has a modality for.
 DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet"}
 
 
-def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
+def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
     """Read a scan file or DICOM series folder as a validated float32 `SimpleITK.Image` plus metadata.
+
+    `series_uid` chooses one series (by SeriesInstanceUID) in a DICOM folder that holds several;
+    without it such a folder is refused with a list of its series. It is refused for a file.
 
     Metadata keys: `path`, `format` ('nifti' | 'nrrd' | 'metaimage' | 'dicom' | other), `identity`
     (hash of voxels and geometry, for caches), `modality` (DICOM Modality tag, upper-case, or None),
-    `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry)
-    and `notes` (human-readable remarks, e.g. which DICOM series was picked).
+    `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry),
+    `notes` (warnings to show the user: the image was read, but something about it may be wrong, e.g.
+    repeated DICOM files dropped) and, for DICOM, `series_uid` and `n_files`.
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
     if path.is_dir():
-        image, meta = _read_dicom_folder(path)
+        image, meta = read_dicom_series(path, series_uid)
+    elif series_uid is not None:
+        raise InputError(
+            f"A DICOM series UID ({series_uid}) was given, but {path} is a file, not a DICOM folder.",
+            "Give the folder of the DICOM series with --series, or drop --series for a NIfTI/NRRD/MHA file.",
+        )
     else:
         image, meta = _read_file(path)
     meta["path"] = str(path)
@@ -156,7 +165,7 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(
-            f"Cannot read {path}: {_first_line(exc)}",
+            f"Cannot read {path}: {itk_error_detail(exc)}",
             "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, or a DICOM folder.",
         ) from None
     meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": []}
@@ -247,42 +256,3 @@ def _nibabel_affine(path: Path) -> np.ndarray | None:
         return np.asarray(nibabel.load(str(path)).affine, dtype=float)
     except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry
         return None
-
-
-def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, Any]]:
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" would precede our message
-    try:
-        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if not series_ids:
-        raise InputError(
-            f"No DICOM series found in folder {folder}.",
-            "Give a folder that directly contains the .dcm files of one series, or a NIfTI/NRRD/MHA file.",
-        )
-    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
-    chosen = max(series_ids, key=lambda sid: len(files_by_series[sid]))
-    files = files_by_series[chosen]
-    notes = []
-    if len(series_ids) > 1:
-        notes.append(
-            f"Folder holds {len(series_ids)} DICOM series; using {chosen} ({len(files)} files, the largest). "
-            "Put each series in its own folder to choose another."
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"Cannot read the DICOM series in {folder}: {_first_line(exc)}", "Check that the series is complete and not corrupt.") from None
-    modality = reader.GetMetaData(0, _DICOM_MODALITY_TAG).strip().upper() if reader.HasMetaDataKey(0, _DICOM_MODALITY_TAG) else None
-    meta = {"format": "dicom", "modality": modality or None, "series_uid": chosen, "n_files": len(files), "notes": notes}
-    return image, meta
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # ITK messages start with the source location; the useful part is usually the last line.
-    return lines[-1] if lines else type(exc).__name__

@@ -36,24 +36,6 @@ def test_dicom_series_metadata(examples_dir):
     assert meta["format"] == "dicom" and meta["modality"] == "CT" and image.GetSize() == (512, 512, 20)
 
 
-def test_folder_with_two_series_picks_the_largest_and_says_so(tmp_path, examples_dir):
-    for f in (examples_dir / "example_ct_dicom").iterdir():
-        shutil.copy(f, tmp_path / f.name)
-    small = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.int16))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(3):
-        s = small[:, :, k]
-        for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.99.1", "0008|0060": "MR",
-                           "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{k}"}.items():
-            s.SetMetaData(tag, value)
-        writer.SetFileName(str(tmp_path / f"other{k}.dcm"))
-        writer.Execute(s)
-    image, meta = read_image(tmp_path)
-    assert image.GetSize() == (512, 512, 20) and meta["modality"] == "CT"
-    assert "2 DICOM series" in meta["notes"][0]
-
-
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing.nii.gz", "not found"),
     (lambda p: _text(p / "broken.nii.gz", b"not gzip at all"), "Cannot read"),

@@ -6,10 +6,12 @@ folder without DICOM) becomes an `errors.InputError` saying what was wrong and w
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import math
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -44,9 +46,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     repeated DICOM files dropped) and, for DICOM, `series_uid` and `n_files`.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
-    if path.is_dir():
+    if _input_kind(path) == "folder":
         image, meta = read_dicom_series(path, series_uid)
     elif series_uid is not None:
         raise InputError(
@@ -60,6 +60,62 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     meta.setdefault("ras_affine", ras_affine_of(image))
     meta["identity"] = image_fingerprint(image, meta["ras_affine"])
     return image, meta
+
+
+#: What `stat` calls the kinds of path that are neither a regular file nor a folder.
+_SPECIAL_FILES = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+                  stat.S_IFBLK: "block device"}
+
+
+def _input_kind(path: Path) -> str:
+    """'folder' or 'file'. Refuses, before anything opens it, what could hang or only confuse a reader."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise _unreachable(path, exc) from None
+    if stat.S_ISDIR(mode):
+        _refuse_special_entries(path)
+        return "folder"
+    if not stat.S_ISREG(mode):
+        raise InputError(
+            f"{path} is a {_SPECIAL_FILES.get(stat.S_IFMT(mode), 'special file')}, not a regular file: "
+            "reading it could wait forever for data.",
+            "Save the scan to a regular file (NIfTI, NRRD, MHA) or a DICOM folder and give that path.",
+        )
+    return "file"
+
+
+def _refuse_special_entries(folder: Path) -> None:
+    """Refuse named pipes and other special files in a DICOM folder, before GDCM scans it.
+
+    GDCM opens every entry of the folder; with a named pipe among the 20 files of the real CT series
+    it returned 3 of them, or none, depending on the pipe's name, without a word.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                kind = _SPECIAL_FILES.get(stat.S_IFMT(entry.stat().st_mode))
+            except OSError:
+                continue  # a dangling or looping link is no file to open
+            if kind:
+                raise InputError(
+                    f"Folder {folder} contains a {kind}, {entry.name}: scanning it for DICOM files could miss "
+                    "files of the series or wait forever.",
+                    "Remove it, or copy the DICOM files of the series into a folder of their own.",
+                )
+
+
+def _unreachable(path: Path, exc: OSError) -> InputError:
+    """The InputError for a path that `stat` cannot follow: missing, a dangling or looping link, no permission."""
+    if exc.errno == errno.ELOOP:
+        return InputError(f"{path} is a symbolic link loop (a link that leads back to itself).",
+                          "Give the path of the real file or folder, or fix the link.")
+    if isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return InputError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist.",
+                          "Give the path of the real file or folder, or fix the link.")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
+    return InputError(f"Cannot open {path}: {exc.strerror or exc}.", "Check the path and its permissions.")
 
 
 def image_fingerprint(image: sitk.Image, ras_affine: np.ndarray) -> str:

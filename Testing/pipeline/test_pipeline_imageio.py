@@ -1,6 +1,8 @@
 """Every kind of bad input gets a clear InputError; good inputs come back as float32 3D volumes."""
 
 import gzip
+import multiprocessing
+import os
 import shutil
 import time
 
@@ -107,3 +109,54 @@ def test_identity_follows_content_not_path(tmp_path, examples_dir):
     image.SetOrigin((1.0, 2.0, 3.0))
     sitk.WriteImage(image, str(tmp_path / "d.nii.gz"))
     assert read_image(tmp_path / "d.nii.gz")[1]["identity"] != read_image(first)[1]["identity"]
+
+
+def _error_within(seconds, call):
+    """(type name, message) of what `call` raises, run in a forked child: a read blocked inside SimpleITK
+    (which holds the GIL) then fails the test after `seconds` instead of hanging the whole run."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def run():
+        try:
+            call()
+            sender.send(("nothing", ""))
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            sender.send((type(exc).__name__, str(exc)))
+
+    child = context.Process(target=run, daemon=True)
+    child.start()
+    answered = receiver.poll(seconds)
+    if not answered:
+        child.kill()
+    child.join()
+    assert answered, f"still running after {seconds} s"
+    return receiver.recv()
+
+
+def test_named_pipe_is_refused_before_opening_it(tmp_path):
+    fifo = tmp_path / "scan.nii.gz"
+    os.mkfifo(fifo)
+    kind, message = _error_within(20, lambda: read_image(fifo))
+    assert kind == "InputError" and "is a named pipe (FIFO), not a regular file" in message
+
+
+def test_named_pipe_in_a_dicom_folder_is_refused(tmp_path, examples_dir):
+    """GDCM's scan of such a folder used to return 3 of the 20 slices, read as a 3-slice volume."""
+    for f in (examples_dir / "example_ct_dicom").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    os.mkfifo(tmp_path / "pipe")
+    kind, message = _error_within(20, lambda: read_image(tmp_path))
+    assert kind == "InputError" and "contains a named pipe (FIFO), pipe" in message
+
+
+@pytest.mark.parametrize("target, message", [
+    ("loop.nii.gz", "symbolic link loop"),
+    ("gone.nii.gz", "is a symbolic link to .*gone.nii.gz, which does not exist"),
+])
+def test_broken_links_are_named(tmp_path, target, message):
+    link = tmp_path / "loop.nii.gz"
+    link.symlink_to(tmp_path / target)
+    with pytest.raises(InputError, match=message) as info:
+        read_image(link)
+    assert info.value.hint

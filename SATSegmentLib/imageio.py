@@ -7,13 +7,10 @@ folder without DICOM) becomes an `errors.InputError` saying what was wrong and w
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import math
 import os
 import stat
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +19,7 @@ import SimpleITK as sitk
 
 from .dicomseries import itk_error_detail, read_dicom_series
 from .errors import InputError
+from .nifti import AFFINE_DISAGREEMENT_NOTE, check_nifti_finite, check_nifti_header, nibabel_affine
 from .vocabulary import normalize_modality
 
 #: Spacing outside this range (mm) is almost certainly a broken header, not a real scan.
@@ -43,7 +41,7 @@ def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[
     (hash of voxels and geometry, for caches), `modality` (DICOM Modality tag, upper-case, or None),
     `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry),
     `notes` (warnings to show the user: the image was read, but something about it may be wrong, e.g.
-    repeated DICOM files dropped) and, for DICOM, `series_uid` and `n_files`.
+    repeated DICOM files dropped or a NIfTI axis flipped) and, for DICOM, `series_uid` and `n_files`.
     """
     path = Path(path).expanduser()
     if _input_kind(path) == "folder":
@@ -156,6 +154,11 @@ def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:
             f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image).",
             "Give a single-channel (greyscale) CT, MR or PET volume.",
         )
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(
+            f"{source} has complex-valued voxels; SAT needs real intensities.",
+            "Give the magnitude image (e.g. the magnitude reconstruction of the MR series), not complex raw data.",
+        )
     size = image.GetSize()
     if min(size) == 0:
         raise InputError(f"{source} has an empty axis (size {size}).", "The file is incomplete; export the volume again.")
@@ -215,8 +218,7 @@ def _format_of(path: Path) -> str:
 
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     fmt = _format_of(path)
-    if fmt == "nifti":
-        _check_nifti_complete(path)  # SimpleITK silently zero-fills truncated NIfTI files
+    notes = check_nifti_header(path) if fmt == "nifti" else []
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -224,91 +226,14 @@ def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
             f"Cannot read {path}: {itk_error_detail(exc)}",
             "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, or a DICOM folder.",
         ) from None
-    meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": []}
+    meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": notes}
     if fmt == "nifti":
-        _check_nifti_finite(path)  # SimpleITK's NIfTI reader silently turns NaN and Inf into 0
-        affine = _nibabel_affine(path)
-        if affine is not None and image.GetDimension() == 3:
-            # The official pipeline reads NIfTI geometry through nibabel; prefer its exact affine
-            # unless SimpleITK chose a different transform (qform vs sform), then stay consistent.
-            if np.allclose(affine, ras_affine_of(image), atol=1e-3):
-                meta["ras_affine"] = affine
-            else:
-                meta["notes"].append("nibabel and SimpleITK disagree on the NIfTI affine (qform/sform); using SimpleITK's.")
+        check_nifti_finite(path)
+        affine = nibabel_affine(path) if image.GetDimension() == 3 else None
+        # The official pipeline reads NIfTI geometry through nibabel: keep its exact affine unless
+        # SimpleITK read another geometry; then stay with SimpleITK's, as 3D Slicer does, and say so.
+        if affine is not None and np.allclose(affine, ras_affine_of(image), atol=1e-3):
+            meta["ras_affine"] = affine
+        elif affine is not None and not notes:
+            notes.append(AFFINE_DISAGREEMENT_NOTE)
     return image, meta
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Raise InputError if a NIfTI-1 file (plain or gzip) holds fewer bytes than its header declares."""
-    truncated = InputError(
-        f"{path} is truncated or corrupt (the data is shorter than its header says).",
-        "The file was not completely written or copied; export or copy it again.",
-    )
-    gz = path.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            header = f.read(348)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(
-            f"Cannot read {path}: {exc or 'not a valid NIfTI file'}.",
-            "The file is corrupt or not a (gzip-compressed) NIfTI file; export or copy it again.",
-        ) from None
-    expected = _nifti1_size(header)
-    if expected is None:
-        return  # not NIfTI-1: let SimpleITK judge
-    if not gz:
-        if path.stat().st_size < expected:
-            raise truncated
-        return
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        if int.from_bytes(f.read(4), "little") == expected % 2**32:
-            return  # the gzip trailer records the full size: the common, cheap path
-    try:
-        with gzip.open(path, "rb") as f:
-            size = 0
-            while chunk := f.read(2**24):
-                size += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        raise truncated from None
-    if size < expected:
-        raise truncated
-
-
-def _nifti1_size(header: bytes) -> int | None:
-    """vox_offset + data bytes declared by a NIfTI-1 header, or None if it is not one."""
-    if len(header) < 348:
-        return None
-    for order in ("<", ">"):
-        if struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = struct.unpack(order + "f", header[108:112])[0]
-            if not 0 < dims[0] <= 7 or bitpix <= 0 or not math.isfinite(offset):
-                return None
-            return int(offset) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
-    return None
-
-
-def _check_nifti_finite(path: Path) -> None:
-    """Raise InputError if a floating-point NIfTI holds NaN or infinite voxels (read with nibabel)."""
-    import nibabel
-
-    try:
-        nifti = nibabel.load(str(path))
-        if nifti.get_data_dtype().kind != "f":
-            return  # integer voxels cannot be NaN
-        finite = np.isfinite(np.asanyarray(nifti.dataobj)).all()
-    except Exception:  # unreadable for nibabel: SimpleITK read it, its own checks apply
-        return
-    if not finite:
-        raise InputError(f"{path} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
-
-
-def _nibabel_affine(path: Path) -> np.ndarray | None:
-    import nibabel
-
-    try:
-        return np.asarray(nibabel.load(str(path)).affine, dtype=float)
-    except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry
-        return None

@@ -4,14 +4,16 @@ import gzip
 import multiprocessing
 import os
 import shutil
+import struct
 import time
 
+import nibabel
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from SATSegmentLib.errors import InputError
-from SATSegmentLib.imageio import read_image, validate_image
+from SATSegmentLib.imageio import ras_affine_of, read_image, validate_image
 
 
 def volume(array=None, spacing=(1.0, 1.0, 2.0)):
@@ -160,3 +162,69 @@ def test_broken_links_are_named(tmp_path, target, message):
     with pytest.raises(InputError, match=message) as info:
         read_image(link)
     assert info.value.hint
+
+
+@pytest.mark.parametrize("name", ["c.nii.gz", "c.nrrd"])
+def test_complex_voxels_are_refused(tmp_path, name):
+    voxels = (np.ones((4, 5, 6)) + 1j * np.arange(120).reshape(4, 5, 6)).astype(np.complex64)
+    if name.endswith(".nii.gz"):
+        nibabel.save(nibabel.Nifti1Image(voxels, np.eye(4)), tmp_path / name)
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(voxels), str(tmp_path / name))
+    with pytest.raises(InputError, match="complex-valued voxels; SAT needs real intensities") as info:
+        read_image(tmp_path / name)
+    assert "magnitude" in info.value.hint
+
+
+def nifti_with(tmp_path, examples_dir, name="ct.nii", pixdim=None, codes=None):
+    """The real 3 mm CT with header fields replaced: `pixdim` {axis (1..3): mm}, `codes` (qform, sform)."""
+    header = bytearray(gzip.decompress((examples_dir / "example_ct_sm.nii.gz").read_bytes()))
+    for axis, size in (pixdim or {}).items():
+        header[76 + 4 * axis:80 + 4 * axis] = struct.pack("<f", size)
+    if codes is not None:
+        header[252:256] = struct.pack("<2h", *codes)
+    (tmp_path / name).write_bytes(bytes(header))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("pixdim, codes, axis", [
+    ({3: 0.0}, (0, 0), "k"),  # no qform/sform: was read as 1 mm slices, a third of every volume
+    ({3: 0.0}, (0, 2), "k"),  # SimpleITK then ignores the sform and takes 1 mm too
+    ({1: 0.0, 2: 0.0}, (1, 0), "i"),
+    ({2: float("nan")}, None, "j"),
+])
+def test_nifti_zero_voxel_size_is_refused(tmp_path, examples_dir, pixdim, codes, axis):
+    with pytest.raises(InputError, match=f"voxel size of .* mm along its {axis} axis") as info:
+        read_image(nifti_with(tmp_path, examples_dir, pixdim=pixdim, codes=codes))
+    assert "real voxel size" in info.value.hint
+
+
+def test_nifti_negative_voxel_size_is_read_flipped_with_a_note(tmp_path, examples_dir):
+    plain, _ = read_image(examples_dir / "example_ct_sm.nii.gz")
+    image, meta = read_image(nifti_with(tmp_path, examples_dir, pixdim={1: -3.0}))
+    assert image.GetSpacing() == plain.GetSpacing()
+    assert image.GetDirection()[0] == -plain.GetDirection()[0]  # SimpleITK flips the axis; nibabel would not
+    assert len(meta["notes"]) == 1 and "negative voxel size along the i axis (-3 mm)" in meta["notes"][0]
+
+
+def test_nifti_without_orientation_gets_a_note(tmp_path, examples_dir):
+    _, meta = read_image(nifti_with(tmp_path, examples_dir, codes=(0, 0)))
+    assert len(meta["notes"]) == 1 and "does not say how the image lies in the body" in meta["notes"][0]
+
+
+def test_nifti_whose_qform_and_sform_disagree_gets_a_note(tmp_path, examples_dir):
+    nifti = nibabel.load(examples_dir / "example_ct_sm.nii.gz")
+    shifted = nifti.affine.copy()
+    shifted[0, 3] += 10.0
+    nifti.set_qform(nifti.affine, code=1)
+    nifti.set_sform(shifted, code=2)  # SimpleITK reads the qform here, nibabel the sform
+    nibabel.save(nifti, tmp_path / "two.nii.gz")
+    image, meta = read_image(tmp_path / "two.nii.gz")
+    assert len(meta["notes"]) == 1 and "(qform and sform) place the image differently" in meta["notes"][0]
+    assert np.allclose(meta["ras_affine"], ras_affine_of(image))
+
+
+@pytest.mark.parametrize("name", ["example_ct_sm.nii.gz", "example_mr_sm.nii.gz", "example_ct.nii.gz"])
+def test_sound_scans_have_no_notes(examples_dir, name):
+    """Every note is shown to the user as a warning: a sound scan must not get one."""
+    assert read_image(examples_dir / name)[1]["notes"] == []

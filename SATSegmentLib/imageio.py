@@ -175,6 +175,50 @@ def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:
     return image
 
 
+#: Hounsfield units below which a voxel is air or lung (-1000 to -700 HU); MR and PET intensities are not.
+AIR_HU = -500.0
+#: Hounsfield range of fat (about -100 HU), widened for partial volume with soft tissue.
+FAT_HU = (-200.0, -30.0)
+#: Told CT: warn when fewer voxels than this are air *and* fewer than `CT_MIN_FAT` are fat.
+CT_MIN_AIR = 0.005
+CT_MIN_FAT = 0.01
+#: Told MRI or PET: warn when at least this fraction of voxels is air in Hounsfield units.
+NON_CT_MAX_AIR = 0.01
+
+
+def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]:
+    """Warnings when the image does not look like the modality SAT is told it is (`modality`: ct, mri, pet).
+
+    1. A DICOM Modality tag (`meta["modality"]`) naming another modality: that warning alone.
+    2. Told CT: a warning when under 0.5 % of the voxels are air (below -500 HU) *and* under 1 % are fat
+       (-200 to -30 HU). A CT in Hounsfield units has air around the body, in the lungs or the bowel,
+       or fat under the skin and around the organs; MR and PET intensities have neither: they are
+       positive apart from noise near 0 (the bundled MR has 1 % of voxels at -2 or below, which fooled
+       a "no negative values" rule), and z-scored values lie within a few units of 0. The false
+       positive accepted: a CT cropped inside one organ, without air or fat, is warned about.
+    3. Told MRI or PET: a warning when at least 1 % of the voxels are below -500, like CT air in
+       Hounsfield units; MR and PET intensities are not that negative.
+
+    Fractions are of all voxels of `array` (any shape), so padding outside the scanned field counts as air.
+    """
+    dicom = DICOM_MODALITIES.get((meta.get("modality") or "").upper())
+    if dicom and dicom != modality:
+        return [f"The DICOM header says {meta['modality']} but the job runs as {modality.upper()}; "
+                f"SAT's results depend on the modality (use --modality {dicom} if the header is right)."]
+    values = np.asarray(array)
+    air = np.count_nonzero(values < AIR_HU) / max(values.size, 1)
+    if modality == "ct":
+        fat = np.count_nonzero((values >= FAT_HU[0]) & (values <= FAT_HU[1])) / max(values.size, 1)
+        if air < CT_MIN_AIR and fat < CT_MIN_FAT:
+            return [f"Only {air:.1%} of the voxels are below {AIR_HU:g} (air) and {fat:.1%} between {FAT_HU[0]:g} and "
+                    f"{FAT_HU[1]:g} (fat), so the intensities do not look like CT Hounsfield units (air is -1000, fat "
+                    "about -100); check --modality (or the rescale slope/intercept of the file)."]
+    elif air >= NON_CT_MAX_AIR:
+        return [f"{air:.0%} of the voxels are below {AIR_HU:g}, like air in a CT scan in Hounsfield units; "
+                f"is this really {modality.upper()}? Check --modality."]
+    return []
+
+
 def ras_affine_of(image: sitk.Image) -> np.ndarray:
     """4x4 matrix mapping voxel index (i, j, k) = SimpleITK (x, y, z) to RAS millimetres."""
     return LPS_TO_RAS @ lps_affine_of(image)

@@ -219,6 +219,38 @@ def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]
     return []
 
 
+def processed_grid_shape(
+    image: sitk.Image, orientation: str = "RAS", ras_affine: np.ndarray | None = None
+) -> tuple[int, int, int]:
+    """Shape of the array SAT's preprocessing resamples `image` to (1x1x3 mm, before its foreground crop).
+
+    Runs the same MONAI `Orientation` and `Spacing` as `preprocess.reorient_and_resample`, lazily on a
+    zero-stride tensor: nothing of the image's size is allocated, and the shape is the one
+    preprocessing will allocate (float32, plus MONAI's intermediate copies). `ras_affine` as there.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    from .preprocess import TARGET_SPACING, check_orientation
+
+    affine = ras_affine_of(image) if ras_affine is None else np.asarray(ras_affine, dtype=float)
+    voxels = MetaTensor(torch.zeros(()).expand(1, *image.GetSize()), affine=torch.as_tensor(affine))
+    nibabel_labels = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS+: the index grows toward R, A, S (as preprocess)
+    voxels = Orientation(axcodes=check_orientation(orientation), labels=nibabel_labels, lazy=True)(voxels)
+    voxels = Spacing(pixdim=TARGET_SPACING, mode="bilinear", padding_mode="border", lazy=True)(voxels)
+    return tuple(int(n) for n in voxels.peek_pending_shape())
+
+
+def processed_grid_voxels(image: sitk.Image, orientation: str = "RAS", ras_affine: np.ndarray | None = None) -> int:
+    """Number of voxels of SAT's resampled grid for `image` (see `processed_grid_shape`).
+
+    Lets a caller refuse a volume whose resampling would not fit in memory (4 bytes per voxel, several
+    copies) before loading the model, e.g. 100x100x50 voxels at 20 mm give about 1.3 billion voxels.
+    """
+    return math.prod(processed_grid_shape(image, orientation, ras_affine))
+
+
 def ras_affine_of(image: sitk.Image) -> np.ndarray:
     """4x4 matrix mapping voxel index (i, j, k) = SimpleITK (x, y, z) to RAS millimetres."""
     return LPS_TO_RAS @ lps_affine_of(image)

@@ -1,7 +1,11 @@
 """Read a 3D scan (NIfTI, NRRD, MHA or a DICOM series folder) with SimpleITK and check it is usable.
 
-Every problem a user can cause (missing file, corrupt gzip, 2D or 4D image, bad spacing, NaN voxels,
-folder without DICOM) becomes an `errors.InputError` saying what was wrong and what to do.
+Every problem a user can cause (missing file, link loop, named pipe, corrupt gzip, 2D or 4D image,
+complex voxels, bad spacing, NaN voxels, folder without DICOM or with several series, irregular
+DICOM slices) becomes an `errors.InputError` saying what was wrong and what to do; what can be read
+but may be wrong becomes a note for the user in the metadata. The DICOM series checks live in
+`dicomseries`, the NIfTI header checks in `nifti`. Also here: `modality_warnings` (do the
+intensities fit the modality?) and `processed_grid_voxels` (how large SAT's resampled grid will be).
 """
 
 from __future__ import annotations

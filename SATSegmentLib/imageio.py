@@ -1,24 +1,29 @@
 """Read a 3D scan (NIfTI, NRRD, MHA or a DICOM series folder) with SimpleITK and check it is usable.
 
-Every problem a user can cause (missing file, corrupt gzip, 2D or 4D image, bad spacing, NaN voxels,
-folder without DICOM) becomes an `errors.InputError` saying what was wrong and what to do.
+Every problem a user can cause (missing file, link loop, named pipe, corrupt gzip, 2D or 4D image,
+complex voxels, bad spacing, NaN voxels, folder without DICOM or with several series, irregular
+DICOM slices) becomes an `errors.InputError` saying what was wrong and what to do; what can be read
+but may be wrong becomes a note for the user in the metadata. The DICOM series checks live in
+`dicomseries`, the NIfTI header checks in `nifti`. Also here: `modality_warnings` (do the
+intensities fit the modality?) and `processed_grid_voxels` (how large SAT's resampled grid will be).
 """
 
 from __future__ import annotations
 
-import gzip
+import errno
 import hashlib
 import math
 import os
-import struct
-import zlib
+import stat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
+from .dicomseries import itk_error_detail, read_dicom_series
 from .errors import InputError
+from .nifti import AFFINE_DISAGREEMENT_NOTE, check_nifti_finite, check_nifti_header, nibabel_affine
 from .vocabulary import normalize_modality
 
 #: Spacing outside this range (mm) is almost certainly a broken header, not a real scan.
@@ -26,24 +31,30 @@ MIN_SPACING_MM = 0.01
 MAX_SPACING_MM = 50.0
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_DICOM_MODALITY_TAG = "0008|0060"
 #: DICOM Modality (0008,0060) values SAT has a modality for.
 DICOM_MODALITIES = {"CT": "ct", "MR": "mri", "PT": "pet"}
 
 
-def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
+def read_image(path: str | os.PathLike, series_uid: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
     """Read a scan file or DICOM series folder as a validated float32 `SimpleITK.Image` plus metadata.
+
+    `series_uid` chooses one series (by SeriesInstanceUID) in a DICOM folder that holds several;
+    without it such a folder is refused with a list of its series. It is refused for a file.
 
     Metadata keys: `path`, `format` ('nifti' | 'nrrd' | 'metaimage' | 'dicom' | other), `identity`
     (hash of voxels and geometry, for caches), `modality` (DICOM Modality tag, upper-case, or None),
-    `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry)
-    and `notes` (human-readable remarks, e.g. which DICOM series was picked).
+    `ras_affine` (4x4 voxel→RAS mm, as nibabel reads a NIfTI header, else from the SimpleITK geometry),
+    `notes` (warnings to show the user: the image was read, but something about it may be wrong, e.g.
+    repeated DICOM files dropped or a NIfTI axis flipped) and, for DICOM, `series_uid` and `n_files`.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
-    if path.is_dir():
-        image, meta = _read_dicom_folder(path)
+    if _input_kind(path) == "folder":
+        image, meta = read_dicom_series(path, series_uid)
+    elif series_uid is not None:
+        raise InputError(
+            f"A DICOM series UID ({series_uid}) was given, but {path} is a file, not a DICOM folder.",
+            "Give the folder of the DICOM series with --series, or drop --series for a NIfTI/NRRD/MHA file.",
+        )
     else:
         image, meta = _read_file(path)
     meta["path"] = str(path)
@@ -51,6 +62,62 @@ def read_image(path: str | os.PathLike) -> tuple[sitk.Image, dict[str, Any]]:
     meta.setdefault("ras_affine", ras_affine_of(image))
     meta["identity"] = image_fingerprint(image, meta["ras_affine"])
     return image, meta
+
+
+#: What `stat` calls the kinds of path that are neither a regular file nor a folder.
+_SPECIAL_FILES = {stat.S_IFIFO: "named pipe (FIFO)", stat.S_IFSOCK: "socket", stat.S_IFCHR: "character device",
+                  stat.S_IFBLK: "block device"}
+
+
+def _input_kind(path: Path) -> str:
+    """'folder' or 'file'. Refuses, before anything opens it, what could hang or only confuse a reader."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise _unreachable(path, exc) from None
+    if stat.S_ISDIR(mode):
+        _refuse_special_entries(path)
+        return "folder"
+    if not stat.S_ISREG(mode):
+        raise InputError(
+            f"{path} is a {_SPECIAL_FILES.get(stat.S_IFMT(mode), 'special file')}, not a regular file: "
+            "reading it could wait forever for data.",
+            "Save the scan to a regular file (NIfTI, NRRD, MHA) or a DICOM folder and give that path.",
+        )
+    return "file"
+
+
+def _refuse_special_entries(folder: Path) -> None:
+    """Refuse named pipes and other special files in a DICOM folder, before GDCM scans it.
+
+    GDCM opens every entry of the folder; with a named pipe among the 20 files of the real CT series
+    it returned 3 of them, or none, depending on the pipe's name, without a word.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                kind = _SPECIAL_FILES.get(stat.S_IFMT(entry.stat().st_mode))
+            except OSError:
+                continue  # a dangling or looping link is no file to open
+            if kind:
+                raise InputError(
+                    f"Folder {folder} contains a {kind}, {entry.name}: scanning it for DICOM files could miss "
+                    "files of the series or wait forever.",
+                    "Remove it, or copy the DICOM files of the series into a folder of their own.",
+                )
+
+
+def _unreachable(path: Path, exc: OSError) -> InputError:
+    """The InputError for a path that `stat` cannot follow: missing, a dangling or looping link, no permission."""
+    if exc.errno == errno.ELOOP:
+        return InputError(f"{path} is a symbolic link loop (a link that leads back to itself).",
+                          "Give the path of the real file or folder, or fix the link.")
+    if isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return InputError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist.",
+                          "Give the path of the real file or folder, or fix the link.")
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"Input image not found: {path}", "Check the path; give a NIfTI/NRRD/MHA file or a DICOM folder.")
+    return InputError(f"Cannot open {path}: {exc.strerror or exc}.", "Check the path and its permissions.")
 
 
 def image_fingerprint(image: sitk.Image, ras_affine: np.ndarray) -> str:
@@ -91,6 +158,11 @@ def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:
             f"{source} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image).",
             "Give a single-channel (greyscale) CT, MR or PET volume.",
         )
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(
+            f"{source} has complex-valued voxels; SAT needs real intensities.",
+            "Give the magnitude image (e.g. the magnitude reconstruction of the MR series), not complex raw data.",
+        )
     size = image.GetSize()
     if min(size) == 0:
         raise InputError(f"{source} has an empty axis (size {size}).", "The file is incomplete; export the volume again.")
@@ -105,6 +177,82 @@ def validate_image(image: sitk.Image, source: str = "the image") -> sitk.Image:
     if not np.isfinite(sitk.GetArrayViewFromImage(image)).all():
         raise InputError(f"{source} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
     return image
+
+
+#: Hounsfield units below which a voxel is air or lung (-1000 to -700 HU); MR and PET intensities are not.
+AIR_HU = -500.0
+#: Hounsfield range of fat (about -100 HU), widened for partial volume with soft tissue.
+FAT_HU = (-200.0, -30.0)
+#: Told CT: warn when fewer voxels than this are air *and* fewer than `CT_MIN_FAT` are fat.
+CT_MIN_AIR = 0.005
+CT_MIN_FAT = 0.01
+#: Told MRI or PET: warn when at least this fraction of voxels is air in Hounsfield units.
+NON_CT_MAX_AIR = 0.01
+
+
+def modality_warnings(modality: str, meta: dict, array: np.ndarray) -> list[str]:
+    """Warnings when the image does not look like the modality SAT is told it is (`modality`: ct, mri, pet).
+
+    1. A DICOM Modality tag (`meta["modality"]`) naming another modality: that warning alone.
+    2. Told CT: a warning when under 0.5 % of the voxels are air (below -500 HU) *and* under 1 % are fat
+       (-200 to -30 HU). A CT in Hounsfield units has air around the body, in the lungs or the bowel,
+       or fat under the skin and around the organs; MR and PET intensities have neither: they are
+       positive apart from noise near 0 (the bundled MR has 1 % of voxels at -2 or below, which fooled
+       a "no negative values" rule), and z-scored values lie within a few units of 0. The false
+       positive accepted: a CT cropped inside one organ, without air or fat, is warned about.
+    3. Told MRI or PET: a warning when at least 1 % of the voxels are below -500, like CT air in
+       Hounsfield units; MR and PET intensities are not that negative.
+
+    Fractions are of all voxels of `array` (any shape), so padding outside the scanned field counts as air.
+    """
+    dicom = DICOM_MODALITIES.get((meta.get("modality") or "").upper())
+    if dicom and dicom != modality:
+        return [f"The DICOM header says {meta['modality']} but the job runs as {modality.upper()}; "
+                f"SAT's results depend on the modality (use --modality {dicom} if the header is right)."]
+    values = np.asarray(array)
+    air = np.count_nonzero(values < AIR_HU) / max(values.size, 1)
+    if modality == "ct":
+        fat = np.count_nonzero((values >= FAT_HU[0]) & (values <= FAT_HU[1])) / max(values.size, 1)
+        if air < CT_MIN_AIR and fat < CT_MIN_FAT:
+            return [f"Only {air:.1%} of the voxels are below {AIR_HU:g} (air) and {fat:.1%} between {FAT_HU[0]:g} and "
+                    f"{FAT_HU[1]:g} (fat), so the intensities do not look like CT Hounsfield units (air is -1000, fat "
+                    "about -100); check --modality (or the rescale slope/intercept of the file)."]
+    elif air >= NON_CT_MAX_AIR:
+        return [f"{air:.0%} of the voxels are below {AIR_HU:g}, like air in a CT scan in Hounsfield units; "
+                f"is this really {modality.upper()}? Check --modality."]
+    return []
+
+
+def processed_grid_shape(
+    image: sitk.Image, orientation: str = "RAS", ras_affine: np.ndarray | None = None
+) -> tuple[int, int, int]:
+    """Shape of the array SAT's preprocessing resamples `image` to (1x1x3 mm, before its foreground crop).
+
+    Runs the same MONAI `Orientation` and `Spacing` as `preprocess.reorient_and_resample`, lazily on a
+    zero-stride tensor: nothing of the image's size is allocated, and the shape is the one
+    preprocessing will allocate (float32, plus MONAI's intermediate copies). `ras_affine` as there.
+    """
+    import torch
+    from monai.data import MetaTensor
+    from monai.transforms import Orientation, Spacing
+
+    from .preprocess import TARGET_SPACING, check_orientation
+
+    affine = ras_affine_of(image) if ras_affine is None else np.asarray(ras_affine, dtype=float)
+    voxels = MetaTensor(torch.zeros(()).expand(1, *image.GetSize()), affine=torch.as_tensor(affine))
+    nibabel_labels = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS+: the index grows toward R, A, S (as preprocess)
+    voxels = Orientation(axcodes=check_orientation(orientation), labels=nibabel_labels, lazy=True)(voxels)
+    voxels = Spacing(pixdim=TARGET_SPACING, mode="bilinear", padding_mode="border", lazy=True)(voxels)
+    return tuple(int(n) for n in voxels.peek_pending_shape())
+
+
+def processed_grid_voxels(image: sitk.Image, orientation: str = "RAS", ras_affine: np.ndarray | None = None) -> int:
+    """Number of voxels of SAT's resampled grid for `image` (see `processed_grid_shape`).
+
+    Lets a caller refuse a volume whose resampling would not fit in memory (4 bytes per voxel, several
+    copies) before loading the model, e.g. 100x100x50 voxels at 20 mm give about 1.3 billion voxels.
+    """
+    return math.prod(processed_grid_shape(image, orientation, ras_affine))
 
 
 def ras_affine_of(image: sitk.Image) -> np.ndarray:
@@ -150,139 +298,22 @@ def _format_of(path: Path) -> str:
 
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     fmt = _format_of(path)
-    if fmt == "nifti":
-        _check_nifti_complete(path)  # SimpleITK silently zero-fills truncated NIfTI files
+    notes = check_nifti_header(path) if fmt == "nifti" else []
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(
-            f"Cannot read {path}: {_first_line(exc)}",
+            f"Cannot read {path}: {itk_error_detail(exc)}",
             "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, or a DICOM folder.",
         ) from None
-    meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": []}
+    meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": notes}
     if fmt == "nifti":
-        _check_nifti_finite(path)  # SimpleITK's NIfTI reader silently turns NaN and Inf into 0
-        affine = _nibabel_affine(path)
-        if affine is not None and image.GetDimension() == 3:
-            # The official pipeline reads NIfTI geometry through nibabel; prefer its exact affine
-            # unless SimpleITK chose a different transform (qform vs sform), then stay consistent.
-            if np.allclose(affine, ras_affine_of(image), atol=1e-3):
-                meta["ras_affine"] = affine
-            else:
-                meta["notes"].append("nibabel and SimpleITK disagree on the NIfTI affine (qform/sform); using SimpleITK's.")
+        check_nifti_finite(path)
+        affine = nibabel_affine(path) if image.GetDimension() == 3 else None
+        # The official pipeline reads NIfTI geometry through nibabel: keep its exact affine unless
+        # SimpleITK read another geometry; then stay with SimpleITK's, as 3D Slicer does, and say so.
+        if affine is not None and np.allclose(affine, ras_affine_of(image), atol=1e-3):
+            meta["ras_affine"] = affine
+        elif affine is not None and not notes:
+            notes.append(AFFINE_DISAGREEMENT_NOTE)
     return image, meta
-
-
-def _check_nifti_complete(path: Path) -> None:
-    """Raise InputError if a NIfTI-1 file (plain or gzip) holds fewer bytes than its header declares."""
-    truncated = InputError(
-        f"{path} is truncated or corrupt (the data is shorter than its header says).",
-        "The file was not completely written or copied; export or copy it again.",
-    )
-    gz = path.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            header = f.read(348)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(
-            f"Cannot read {path}: {exc or 'not a valid NIfTI file'}.",
-            "The file is corrupt or not a (gzip-compressed) NIfTI file; export or copy it again.",
-        ) from None
-    expected = _nifti1_size(header)
-    if expected is None:
-        return  # not NIfTI-1: let SimpleITK judge
-    if not gz:
-        if path.stat().st_size < expected:
-            raise truncated
-        return
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        if int.from_bytes(f.read(4), "little") == expected % 2**32:
-            return  # the gzip trailer records the full size: the common, cheap path
-    try:
-        with gzip.open(path, "rb") as f:
-            size = 0
-            while chunk := f.read(2**24):
-                size += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        raise truncated from None
-    if size < expected:
-        raise truncated
-
-
-def _nifti1_size(header: bytes) -> int | None:
-    """vox_offset + data bytes declared by a NIfTI-1 header, or None if it is not one."""
-    if len(header) < 348:
-        return None
-    for order in ("<", ">"):
-        if struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = struct.unpack(order + "f", header[108:112])[0]
-            if not 0 < dims[0] <= 7 or bitpix <= 0 or not math.isfinite(offset):
-                return None
-            return int(offset) + math.prod(max(d, 1) for d in dims[1:dims[0] + 1]) * bitpix // 8
-    return None
-
-
-def _check_nifti_finite(path: Path) -> None:
-    """Raise InputError if a floating-point NIfTI holds NaN or infinite voxels (read with nibabel)."""
-    import nibabel
-
-    try:
-        nifti = nibabel.load(str(path))
-        if nifti.get_data_dtype().kind != "f":
-            return  # integer voxels cannot be NaN
-        finite = np.isfinite(np.asanyarray(nifti.dataobj)).all()
-    except Exception:  # unreadable for nibabel: SimpleITK read it, its own checks apply
-        return
-    if not finite:
-        raise InputError(f"{path} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
-
-
-def _nibabel_affine(path: Path) -> np.ndarray | None:
-    import nibabel
-
-    try:
-        return np.asarray(nibabel.load(str(path)).affine, dtype=float)
-    except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry
-        return None
-
-
-def _read_dicom_folder(folder: Path) -> tuple[sitk.Image, dict[str, Any]]:
-    warnings_shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # GDCM's "No Series were found" would precede our message
-    try:
-        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings_shown)
-    if not series_ids:
-        raise InputError(
-            f"No DICOM series found in folder {folder}.",
-            "Give a folder that directly contains the .dcm files of one series, or a NIfTI/NRRD/MHA file.",
-        )
-    files_by_series = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series_ids}
-    chosen = max(series_ids, key=lambda sid: len(files_by_series[sid]))
-    files = files_by_series[chosen]
-    notes = []
-    if len(series_ids) > 1:
-        notes.append(
-            f"Folder holds {len(series_ids)} DICOM series; using {chosen} ({len(files)} files, the largest). "
-            "Put each series in its own folder to choose another."
-        )
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InputError(f"Cannot read the DICOM series in {folder}: {_first_line(exc)}", "Check that the series is complete and not corrupt.") from None
-    modality = reader.GetMetaData(0, _DICOM_MODALITY_TAG).strip().upper() if reader.HasMetaDataKey(0, _DICOM_MODALITY_TAG) else None
-    meta = {"format": "dicom", "modality": modality or None, "series_uid": chosen, "n_files": len(files), "notes": notes}
-    return image, meta
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    # ITK messages start with the source location; the useful part is usually the last line.
-    return lines[-1] if lines else type(exc).__name__

@@ -1,15 +1,19 @@
 """Every kind of bad input gets a clear InputError; good inputs come back as float32 3D volumes."""
 
 import gzip
+import multiprocessing
+import os
 import shutil
+import struct
 import time
 
+import nibabel
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from SATSegmentLib.errors import InputError
-from SATSegmentLib.imageio import read_image, validate_image
+from SATSegmentLib.imageio import ras_affine_of, read_image, validate_image
 
 
 def volume(array=None, spacing=(1.0, 1.0, 2.0)):
@@ -34,24 +38,6 @@ def test_formats_read_as_float32(tmp_path, name):
 def test_dicom_series_metadata(examples_dir):
     image, meta = read_image(examples_dir / "example_ct_dicom")
     assert meta["format"] == "dicom" and meta["modality"] == "CT" and image.GetSize() == (512, 512, 20)
-
-
-def test_folder_with_two_series_picks_the_largest_and_says_so(tmp_path, examples_dir):
-    for f in (examples_dir / "example_ct_dicom").iterdir():
-        shutil.copy(f, tmp_path / f.name)
-    small = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.int16))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(3):
-        s = small[:, :, k]
-        for tag, value in {"0020|000e": "1.2.826.0.1.3680043.2.1125.99.1", "0008|0060": "MR",
-                           "0020|0013": str(k + 1), "0020|0032": f"0\\0\\{k}"}.items():
-            s.SetMetaData(tag, value)
-        writer.SetFileName(str(tmp_path / f"other{k}.dcm"))
-        writer.Execute(s)
-    image, meta = read_image(tmp_path)
-    assert image.GetSize() == (512, 512, 20) and meta["modality"] == "CT"
-    assert "2 DICOM series" in meta["notes"][0]
 
 
 @pytest.mark.parametrize("make, message", [
@@ -125,3 +111,120 @@ def test_identity_follows_content_not_path(tmp_path, examples_dir):
     image.SetOrigin((1.0, 2.0, 3.0))
     sitk.WriteImage(image, str(tmp_path / "d.nii.gz"))
     assert read_image(tmp_path / "d.nii.gz")[1]["identity"] != read_image(first)[1]["identity"]
+
+
+def _error_within(seconds, call):
+    """(type name, message) of what `call` raises, run in a forked child: a read blocked inside SimpleITK
+    (which holds the GIL) then fails the test after `seconds` instead of hanging the whole run."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def run():
+        try:
+            call()
+            sender.send(("nothing", ""))
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            sender.send((type(exc).__name__, str(exc)))
+
+    child = context.Process(target=run, daemon=True)
+    child.start()
+    answered = receiver.poll(seconds)
+    if not answered:
+        child.kill()
+    child.join()
+    assert answered, f"still running after {seconds} s"
+    return receiver.recv()
+
+
+def test_named_pipe_is_refused_before_opening_it(tmp_path):
+    fifo = tmp_path / "scan.nii.gz"
+    os.mkfifo(fifo)
+    kind, message = _error_within(20, lambda: read_image(fifo))
+    assert kind == "InputError" and "is a named pipe (FIFO), not a regular file" in message
+
+
+def test_named_pipe_in_a_dicom_folder_is_refused(tmp_path, examples_dir):
+    """GDCM's scan of such a folder used to return 3 of the 20 slices, read as a 3-slice volume."""
+    for f in (examples_dir / "example_ct_dicom").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    os.mkfifo(tmp_path / "pipe")
+    kind, message = _error_within(20, lambda: read_image(tmp_path))
+    assert kind == "InputError" and "contains a named pipe (FIFO), pipe" in message
+
+
+@pytest.mark.parametrize("target, message", [
+    ("loop.nii.gz", "symbolic link loop"),
+    ("gone.nii.gz", "is a symbolic link to .*gone.nii.gz, which does not exist"),
+])
+def test_broken_links_are_named(tmp_path, target, message):
+    link = tmp_path / "loop.nii.gz"
+    link.symlink_to(tmp_path / target)
+    with pytest.raises(InputError, match=message) as info:
+        read_image(link)
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("name", ["c.nii.gz", "c.nrrd"])
+def test_complex_voxels_are_refused(tmp_path, name):
+    voxels = (np.ones((4, 5, 6)) + 1j * np.arange(120).reshape(4, 5, 6)).astype(np.complex64)
+    if name.endswith(".nii.gz"):
+        nibabel.save(nibabel.Nifti1Image(voxels, np.eye(4)), tmp_path / name)
+    else:
+        sitk.WriteImage(sitk.GetImageFromArray(voxels), str(tmp_path / name))
+    with pytest.raises(InputError, match="complex-valued voxels; SAT needs real intensities") as info:
+        read_image(tmp_path / name)
+    assert "magnitude" in info.value.hint
+
+
+def nifti_with(tmp_path, examples_dir, name="ct.nii", pixdim=None, codes=None):
+    """The real 3 mm CT with header fields replaced: `pixdim` {axis (1..3): mm}, `codes` (qform, sform)."""
+    header = bytearray(gzip.decompress((examples_dir / "example_ct_sm.nii.gz").read_bytes()))
+    for axis, size in (pixdim or {}).items():
+        header[76 + 4 * axis:80 + 4 * axis] = struct.pack("<f", size)
+    if codes is not None:
+        header[252:256] = struct.pack("<2h", *codes)
+    (tmp_path / name).write_bytes(bytes(header))
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("pixdim, codes, axis", [
+    ({3: 0.0}, (0, 0), "k"),  # no qform/sform: was read as 1 mm slices, a third of every volume
+    ({3: 0.0}, (0, 2), "k"),  # SimpleITK then ignores the sform and takes 1 mm too
+    ({1: 0.0, 2: 0.0}, (1, 0), "i"),
+    ({2: float("nan")}, None, "j"),
+])
+def test_nifti_zero_voxel_size_is_refused(tmp_path, examples_dir, pixdim, codes, axis):
+    with pytest.raises(InputError, match=f"voxel size of .* mm along its {axis} axis") as info:
+        read_image(nifti_with(tmp_path, examples_dir, pixdim=pixdim, codes=codes))
+    assert "real voxel size" in info.value.hint
+
+
+def test_nifti_negative_voxel_size_is_read_flipped_with_a_note(tmp_path, examples_dir):
+    plain, _ = read_image(examples_dir / "example_ct_sm.nii.gz")
+    image, meta = read_image(nifti_with(tmp_path, examples_dir, pixdim={1: -3.0}))
+    assert image.GetSpacing() == plain.GetSpacing()
+    assert image.GetDirection()[0] == -plain.GetDirection()[0]  # SimpleITK flips the axis; nibabel would not
+    assert len(meta["notes"]) == 1 and "negative voxel size along the i axis (-3 mm)" in meta["notes"][0]
+
+
+def test_nifti_without_orientation_gets_a_note(tmp_path, examples_dir):
+    _, meta = read_image(nifti_with(tmp_path, examples_dir, codes=(0, 0)))
+    assert len(meta["notes"]) == 1 and "does not say how the image lies in the body" in meta["notes"][0]
+
+
+def test_nifti_whose_qform_and_sform_disagree_gets_a_note(tmp_path, examples_dir):
+    nifti = nibabel.load(examples_dir / "example_ct_sm.nii.gz")
+    shifted = nifti.affine.copy()
+    shifted[0, 3] += 10.0
+    nifti.set_qform(nifti.affine, code=1)
+    nifti.set_sform(shifted, code=2)  # SimpleITK reads the qform here, nibabel the sform
+    nibabel.save(nifti, tmp_path / "two.nii.gz")
+    image, meta = read_image(tmp_path / "two.nii.gz")
+    assert len(meta["notes"]) == 1 and "(qform and sform) place the image differently" in meta["notes"][0]
+    assert np.allclose(meta["ras_affine"], ras_affine_of(image))
+
+
+@pytest.mark.parametrize("name", ["example_ct_sm.nii.gz", "example_mr_sm.nii.gz", "example_ct.nii.gz"])
+def test_sound_scans_have_no_notes(examples_dir, name):
+    """Every note is shown to the user as a warning: a sound scan must not get one."""
+    assert read_image(examples_dir / name)[1]["notes"] == []

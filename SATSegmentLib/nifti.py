@@ -1,0 +1,180 @@
+"""NIfTI checks that SimpleITK's reader does not make, each turned into an InputError or a note for the user.
+
+SimpleITK silently zero-fills a truncated file, turns NaN and Inf into 0, reads a voxel size
+(pixdim) of 0 as 1 mm and a negative one as a flipped axis; nibabel, which the official SAT
+pipeline uses, replaces both by their absolute value or 1 mm. A 0 would make every volume wrong
+(e.g. 3 mm slices read as 1 mm: a third of the real volume), so it is refused; a negative size or a
+header without any orientation is read the way 3D Slicer reads it, with a note saying so. Only
+NIfTI-1 headers are parsed here; other files are left to SimpleITK's own checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+_HEADER_BYTES = 348
+_AXES = "ijk"
+
+
+@dataclass(frozen=True)
+class Nifti1Header:
+    """The fields of a NIfTI-1 header that these checks need (pixdim[0], qfac, is not kept)."""
+
+    shape: tuple[int, ...]
+    bitpix: int
+    vox_offset: float
+    pixdim: tuple[float, ...]  # voxel size along each axis of `shape`
+    qform_code: int
+    sform_code: int
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Nifti1Header | None:
+        """The header in the first 348 bytes of a file, or None if they are not a usable NIfTI-1 header."""
+        if len(raw) < _HEADER_BYTES:
+            return None
+        for order in ("<", ">"):
+            if struct.unpack(order + "i", raw[:4])[0] == _HEADER_BYTES:
+                dims = struct.unpack(order + "8h", raw[40:56])
+                if not 0 < dims[0] <= 7:
+                    return None
+                pixdim = struct.unpack(order + "8f", raw[76:108])
+                header = cls(
+                    shape=tuple(max(d, 1) for d in dims[1:dims[0] + 1]),
+                    bitpix=struct.unpack(order + "h", raw[72:74])[0],
+                    vox_offset=struct.unpack(order + "f", raw[108:112])[0],
+                    pixdim=tuple(pixdim[1:dims[0] + 1]),
+                    qform_code=struct.unpack(order + "h", raw[252:254])[0],
+                    sform_code=struct.unpack(order + "h", raw[254:256])[0],
+                )
+                return header if header.bitpix > 0 and math.isfinite(header.vox_offset) else None
+        return None
+
+    @property
+    def file_size(self) -> int:
+        """Bytes the file must hold: the data offset plus every voxel."""
+        return int(self.vox_offset) + math.prod(self.shape) * self.bitpix // 8
+
+
+def check_nifti_header(path: Path) -> list[str]:
+    """Check a NIfTI file before SimpleITK reads it; returns notes for the user.
+
+    Raises InputError when the file is shorter than its header says or a spatial voxel size is 0 or
+    not finite. Notes: a negative voxel size (read as a flipped axis) and a header without orientation.
+    """
+    header = _read_header(path)
+    if header is None:
+        return []  # not NIfTI-1 (e.g. NIfTI-2): SimpleITK judges it alone
+    _check_complete(path, header)
+    _check_voxel_size(path, header)
+    return _geometry_notes(header)
+
+
+def _read_header(path: Path) -> Nifti1Header | None:
+    try:
+        with _open(path) as f:
+            return Nifti1Header.parse(f.read(_HEADER_BYTES))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(
+            f"Cannot read {path}: {exc or 'not a valid NIfTI file'}.",
+            "The file is corrupt or not a (gzip-compressed) NIfTI file; export or copy it again.",
+        ) from None
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _check_complete(path: Path, header: Nifti1Header) -> None:
+    """Raise InputError if the file (plain or gzip) holds fewer bytes than its header declares."""
+    if _data_bytes(path, header.file_size) < header.file_size:
+        raise InputError(
+            f"{path} is truncated or corrupt (the data is shorter than its header says).",
+            "The file was not completely written or copied; export or copy it again.",
+        )
+
+
+def _data_bytes(path: Path, expected: int) -> int:
+    """Uncompressed size of the file; for gzip, the trailer is trusted when it records `expected`."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(-4, os.SEEK_END)
+        if int.from_bytes(f.read(4), "little") == expected % 2**32:
+            return expected  # the gzip trailer records the full size: the common, cheap path
+    size = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(2**24):
+                size += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        return size
+    return size
+
+
+def _check_voxel_size(path: Path, header: Nifti1Header) -> None:
+    """Refuse a spatial voxel size of 0 (or NaN): every reader would silently take 1 mm instead."""
+    for axis, size in zip(_AXES, header.pixdim):
+        if not (math.isfinite(size) and size != 0):
+            raise InputError(
+                f"{path} gives a voxel size of {size:g} mm along its {axis} axis (NIfTI pixdim), so the size of the "
+                "voxels is unknown; it would be read as 1 mm and every volume measured on it would be wrong.",
+                "Fix the header with the real voxel size (e.g. nibabel's header.set_zooms), or convert the original "
+                "scan (e.g. the DICOM series) again.",
+            )
+
+
+def _geometry_notes(header: Nifti1Header) -> list[str]:
+    notes = [
+        f"The NIfTI header gives a negative voxel size along the {axis} axis ({size:g} mm); like 3D Slicer, it is read "
+        f"as {abs(size):g} mm with that axis flipped (nibabel ignores the sign). If left/right or head/foot look "
+        "swapped in the result, fix the header."
+        for axis, size in zip(_AXES, header.pixdim[:3]) if size < 0
+    ]
+    if header.qform_code <= 0 and header.sform_code <= 0:
+        notes.append(
+            "The NIfTI header does not say how the image lies in the body (qform_code and sform_code are 0); it is "
+            "read as 3D Slicer reads it, which may be mirrored or rotated. Check left and right in the result."
+        )
+    return notes
+
+
+def check_nifti_finite(path: Path) -> None:
+    """Raise InputError if a floating-point NIfTI holds NaN or infinite voxels (SimpleITK reads them as 0)."""
+    import nibabel
+
+    try:
+        nifti = nibabel.load(str(path))
+        if nifti.get_data_dtype().kind != "f":
+            return  # integer voxels cannot be NaN
+        finite = np.isfinite(np.asanyarray(nifti.dataobj)).all()
+    except Exception:  # unreadable for nibabel: SimpleITK read it, its own checks apply
+        return
+    if not finite:
+        raise InputError(f"{path} contains NaN or infinite voxel values.", "Fix or re-export the image; SAT needs finite intensities.")
+
+
+def nibabel_affine(path: Path) -> np.ndarray | None:
+    """The voxel→RAS affine nibabel reads (what the official pipeline sees), or None if nibabel cannot read the file."""
+    import nibabel
+
+    try:
+        return np.asarray(nibabel.load(str(path)).affine, dtype=float)
+    except Exception:  # header readable by SimpleITK but not nibabel: fall back to SimpleITK's geometry
+        return None
+
+
+#: Shown when nibabel and SimpleITK read different geometries and no header note explains why.
+AFFINE_DISAGREEMENT_NOTE = (
+    "The NIfTI header's two descriptions of the geometry (qform and sform) place the image differently; it is "
+    "read as 3D Slicer reads it. If the result looks shifted, rotated or mirrored, fix the header so both agree."
+)

@@ -10,16 +10,19 @@ and the Dice of 8 random prompts decoded by `model.decode` (sigmoid > 0.5) from 
   torch-cl-bf16conv  channels_last_3d + torch.backends.mkldnn.conv.fp32_precision='bf16' (reduced precision)
   torch-jit          torch.jit.trace + freeze + optimize_for_inference
   torch-compile      torch.compile, inductor CPU backend, inductor freezing on
-  onnx-export        prep only: export the backbone to /tmp/runtimes/backbone.onnx
-  onnxrt             ONNX Runtime, CPU EP, 2 intra-op threads, ORT_ENABLE_ALL
+  onnx-export        prep only: export the backbone to /tmp/runtimes/nano/backbone.onnx (+ .data)
+  onnxrt             ONNX Runtime, CPU EP, 2 intra-op threads, ORT_ENABLE_ALL (needs > 24 GB)
+  onnxrt-lowmem      the same without the CPU memory arena and memory-pattern pre-planning
   ov-f32, ov-bf16    OpenVINO CPU (read from the ONNX file), LATENCY hint, 1 stream, 2 threads,
                      INFERENCE_PRECISION_HINT f32 / bf16
+  ov-f32-accuracy    ov-f32 with EXECUTION_MODE_HINT ACCURACY
 
-Heavy (10-14 GB RSS, 1-3 min per window). Everything, one locked process per variant (~45 min):
+Heavy (10-14 GB RSS, 1-3 min per window). Everything, one locked process per variant (~60 min):
     PYTHONPATH=. python benchmarks/bench_cpu_runtimes.py --variant all
 One variant (`torch` first: it writes the reference; `onnx-export` before onnxrt/ov-*):
     flock /tmp/heavy.lock env OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_cpu_runtimes.py --variant onnxrt
 The table of stored results: python benchmarks/bench_cpu_runtimes.py --table
+A seconds-long smoke test of the script: add `--config tiny` (results under /tmp/runtimes/tiny).
 Non-PyTorch variants need `pip install onnx onnxscript onnxruntime openvino`.
 """
 
@@ -48,7 +51,8 @@ CONFIG = SATConfig.nano()  # --config tiny: a seconds-long smoke test of the scr
 WORK = Path("/tmp/runtimes/nano")
 LOCK = "/tmp/heavy.lock"
 VARIANTS = ["torch", "torch-cl", "torch-cl-bf16conv", "torch-jit", "torch-compile",
-            "onnx-export", "onnxrt", "ov-f32", "ov-bf16"]
+            "onnx-export", "onnxrt", "onnxrt-lowmem", "ov-f32", "ov-bf16",
+            "ov-f32-accuracy"]
 THREADS, PROMPTS = 2, 8
 Runner = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -109,12 +113,13 @@ def setup_torch(variant: str, x: torch.Tensor) -> tuple[Runner, SATModel, dict]:
     return (lambda t: module(convert(t))), model, notes
 
 
-def setup_onnxrt() -> tuple[Runner, None, dict]:
-    """An ONNX Runtime CPU session on the exported backbone."""
+def setup_onnxrt(low_memory: bool) -> tuple[Runner, None, dict]:
+    """An ONNX Runtime CPU session on the exported backbone (optionally without arena/memory pattern)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = options.enable_mem_pattern = not low_memory
     session = ort.InferenceSession(str((WORK / "backbone.onnx")), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -124,12 +129,12 @@ def setup_onnxrt() -> tuple[Runner, None, dict]:
     return run, None, {"providers": session.get_providers()}
 
 
-def setup_openvino(precision: str) -> tuple[Runner, None, dict]:
+def setup_openvino(precision: str, accuracy: bool) -> tuple[Runner, None, dict]:
     """An OpenVINO CPU model compiled for one low-latency inference at `precision` ('f32' or 'bf16')."""
     import openvino as ov
     core = ov.Core()
     config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(THREADS),
-              "INFERENCE_PRECISION_HINT": precision}
+              "INFERENCE_PRECISION_HINT": precision, "EXECUTION_MODE_HINT": "ACCURACY" if accuracy else "PERFORMANCE"}
     compiled = core.compile_model(core.read_model(str((WORK / "backbone.onnx"))), "CPU", config)
     request = compiled.create_infer_request()
     notes = {key: str(compiled.get_property(key)) for key in config}
@@ -182,18 +187,19 @@ def run_variant(variant: str, calls: int) -> dict:
         return result
     if variant.startswith("torch"):
         run, model, notes = setup_torch(variant, x)
-    elif variant == "onnxrt":
-        run, model, notes = setup_onnxrt()
+    elif variant.startswith("onnxrt"):
+        run, model, notes = setup_onnxrt(variant == "onnxrt-lowmem")
     else:
-        run, model, notes = setup_openvino(variant.split("-")[1])
-    result.update(prep_s=time.perf_counter() - start, notes=notes, call_s=[])
+        run, model, notes = setup_openvino(variant.split("-")[1], variant.endswith("-accuracy"))
+    result.update(prep_s=time.perf_counter() - start, notes=notes, call_s=[], cpu_s=[])
     with torch.inference_mode():
         out = None
         for _ in range(calls):
             out = None  # free the previous call's features first
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = run(x)
             result["call_s"].append(time.perf_counter() - start)
+            result["cpu_s"].append(time.process_time() - cpu)  # all threads; less sensitive to other load
     result["peak_rss_gb"] = peak_rss_gb()  # before anything needed only for the comparison
     tokens, pixel = (t.contiguous() for t in out)
     del out, run
@@ -217,14 +223,14 @@ def print_table() -> None:
     base = rows.get("torch", {})
     base_s = (base.get("call_s") or [None])[-1]
     header = (f"{'variant':<18} {'load':>5} {'prep s':>8} {'1st s':>8} {'2nd s':>8} {'x torch':>7} {'RSS GB':>7} "
-              f"{'max|dpix|':>9} {'max|dtok|':>9} {'min Dice':>9} {'flips':>7}")
+              f"{'cpu s':>7} {'max|dpix|':>9} {'max|dtok|':>9} {'min Dice':>9} {'flips':>7}")
     print(header + "\n" + "-" * len(header))
     for name, r in rows.items():
         if "error" in r:
             print(f"{name:<18} {r.get('load', 0):5.2f} FAILED: {r['error']}")
             continue
         calls = r.get("call_s", [])
-        prep = r["prep_s"] + (rows.get("onnx-export", {}).get("prep_s", 0) if name in ("onnxrt", "ov-f32", "ov-bf16")
+        prep = r["prep_s"] + (rows.get("onnx-export", {}).get("prep_s", 0) if name.startswith(("onnxrt", "ov-"))
                               else 0)
         cells = [f"{c:8.1f}" for c in calls[:2]] + ["       -"] * (2 - len(calls[:2]))
         speed = f"{base_s / calls[-1]:7.2f}" if calls and base_s else "      -"
@@ -233,11 +239,13 @@ def print_table() -> None:
                      f"{sum(r['flips']):7d}")
         else:
             exact = f"{'-':>9} {'-':>9} {'-':>9} {'-':>7}"
-        print(f"{name:<18} {r['load']:5.2f} {prep:8.1f} {' '.join(cells)} {speed} {r['peak_rss_gb']:7.2f} {exact}")
+        print(f"{name:<18} {r['load']:5.2f} {prep:8.1f} {' '.join(cells)} {speed} {r['peak_rss_gb']:7.2f} "
+              f"{(r.get('cpu_s') or [float('nan')])[-1]:7.1f} {exact}")
     for name, r in rows.items():
         if r.get("notes"):
             print(f"  {name}: {r['notes']}")
     print("prep of onnxrt/ov-* includes the ONNX export; 'x torch' = torch 2nd call / variant 2nd call; "
+          "'cpu s' = process CPU time of the 2nd call; "
           "'flips' = mask voxels that differ from torch, summed over prompts")
 
 
@@ -257,13 +265,14 @@ def main() -> None:
         for variant in VARIANTS:
             print(f"== {variant}: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}",
                   flush=True)
+            load = os.getloadavg()[0]
             cmd = ["flock", LOCK, "env", f"OMP_NUM_THREADS={THREADS}", sys.executable, __file__,
                    "--variant", variant, "--calls", str(args.calls), "--config", args.config]
             proc = subprocess.run(cmd)
             if proc.returncode and not (WORK / f"{variant}.json").exists():
                 reason = f"process exited with {proc.returncode}" + (" (killed, likely out of memory)"
-                                                                      if proc.returncode == -9 else "")
-                (WORK / f"{variant}.json").write_text(json.dumps({"variant": variant, "error": reason}))
+                                                                      if proc.returncode in (-9, 137) else "")
+                (WORK / f"{variant}.json").write_text(json.dumps({"variant": variant, "error": reason, "load": load}))
         print_table()
         return
     out_file = WORK / f"{args.variant}.json"

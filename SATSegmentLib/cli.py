@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SATSegmentError as exc:
         return _report(exc, json_errors)
     except Exception as exc:  # noqa: BLE001 - last resort: a readable message and exit 1, plus the traceback
-        from .server import as_user_error
+        from .errors import as_user_error
 
         traceback.print_exc()
         return _report(as_user_error(exc), json_errors)
@@ -137,7 +137,7 @@ def _print_json(event: dict, stream: TextIO) -> None:
 # ---- segment -----------------------------------------------------------------------------------
 
 def _segment(args) -> int:
-    from .server import SegmentRequest, Worker
+    from .job import SegmentRequest, Worker
 
     request = SegmentRequest(
         input=args.input, prompts=list(args.prompt) + _read_prompts_file(args.prompts_file), output=args.output,

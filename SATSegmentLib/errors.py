@@ -80,3 +80,14 @@ class CancelledError(SATSegmentError):
 
     code = "cancelled"
     exit_code = 130
+
+
+def as_user_error(exc: BaseException) -> SATSegmentError:
+    """Map any exception to the error a user sees (out-of-memory recognised; the rest is internal)."""
+    if isinstance(exc, SATSegmentError):
+        return exc
+    if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__ or "out of memory" in str(exc).lower():
+        return OutOfMemoryError(f"The device ran out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.",
+                                "Use --max-memory or --roi to segment with less memory, close other programs, or run on --device cpu.")
+    return SATSegmentError(f"Internal error: {type(exc).__name__}: {exc}",
+                           "This is a bug in SATSegment; please report it with the log shown on stderr.")

@@ -86,6 +86,8 @@ class BlendedMasks:
     shape: tuple[int, int, int]
     bits: np.ndarray
     backbone_seconds: list[float] = field(default_factory=list)
+    windows_from_cache: int = 0     # windows whose backbone features came from the feature cache
+    windows_computed: int = 0       # windows whose backbone ran
     timings: dict[str, float] = field(default_factory=dict)
 
     def mask(self, n: int) -> np.ndarray:
@@ -134,10 +136,12 @@ def run_sliding_window(
         with torch.inference_mode(), autocast(device, precision):
             if features is None:
                 features = model.encode_image(_patch_tensor(volume, window, patch, device))
+                result.windows_computed += 1
                 if feature_cache is not None:
                     feature_cache.put(window.index, features)
             else:
                 features = features.to(device)
+                result.windows_from_cache += 1
             result.backbone_seconds.append(time.perf_counter() - tic)
             timings["backbone"] += result.backbone_seconds[-1]
             g = gauss[: extent[0], : extent[1], : extent[2]].to(device)

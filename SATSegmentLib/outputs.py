@@ -165,3 +165,45 @@ def _header_safe(text: str) -> str:
 
 def _segment_id(name: str, index: int) -> str:
     return f"Segment_{index + 1}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')[:60]}"
+
+
+def segment_spec(prompt: str, term: str, model_label: str) -> SegmentSpec:
+    """Segment name, colour, Slicer terminology and tags of a term (defaults for free text)."""
+    from . import vocabulary
+    from .errors import UnknownPromptError
+
+    tags = provenance_tags(prompt, term, model_label)
+    try:
+        info = vocabulary.terminology_for(term)
+    except UnknownPromptError:  # free-text prompt: no SNOMED entry, a default colour
+        return SegmentSpec(term, term, prompt, tags=tags)
+    return SegmentSpec(term, term, prompt, info.color_rgb, info.slicer_entry, tags)
+
+
+def split_paths(split_dir: str | None, terms: Mapping[str, str], overwrite: bool) -> dict[str, Path]:
+    """Prompt → NIfTI path in `split_dir` (unique names); refuses existing files unless `overwrite`."""
+    if not split_dir:
+        return {}
+    folder, paths = Path(split_dir).expanduser(), {}
+    for prompt, term in terms.items():
+        name, n = split_file_name(term), 1
+        while folder / name in paths.values():
+            n += 1
+            name = split_file_name(f"{term}_{n}")
+        paths[prompt] = folder / name
+        if paths[prompt].exists() and not overwrite:
+            raise InputError(f"{paths[prompt]} already exists; it was left untouched.",
+                             "Choose another --split-dir, or add --overwrite to replace it.")
+    return paths
+
+
+def write_job_outputs(output: Path, split: Mapping[str, Path], masks: Mapping[str, np.ndarray], reference,
+                      specs: Sequence[SegmentSpec], overwrite: bool) -> dict:
+    """Write a job's .seg.nrrd and split NIfTI files together (all or nothing); returns the `outputs` field."""
+    with StagedOutputs(overwrite) as staged:
+        write_seg_nrrd(staged.temp_path(output), masks, reference, specs)
+        for spec in specs:
+            if spec.prompt in split:
+                write_nifti_mask(staged.temp_path(split[spec.prompt]), masks[spec.key], reference)
+        staged.commit()
+    return {"segmentation": str(output), "split": {prompt: str(path) for prompt, path in split.items()}}

@@ -47,6 +47,7 @@ class SegmentationResult:
     modality: str
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)  # what this call took from the Segmenter's caches
 
     def to_sitk(self, prompt: str) -> sitk.Image:
         """The prompt's mask as a uint8 image with the input's origin, spacing and direction."""
@@ -104,7 +105,8 @@ class Segmenter:
         _stage(progress, cancel, "preprocess", "reorienting, resampling, cropping, normalising")
         tic = time.perf_counter()
         volume_key = (metadata["identity"], orientation, modality == "ct")
-        if volume_key != self._volume_key:
+        volume_reused = volume_key == self._volume_key
+        if not volume_reused:
             self._volume = None  # free the previous volume before making the next
             self._volume = (source, metadata, preprocess(source, modality, orientation, metadata["ras_affine"]))
             self._volume_key = volume_key
@@ -114,7 +116,9 @@ class Segmenter:
 
         _stage(progress, cancel, "embed", "encoding the prompts")
         tic = time.perf_counter()
-        queries = self.loaded.embed(list(terms.values()), normalize_modality(modality))
+        text_modality = normalize_modality(modality)
+        embeddings_reused = sum(self.loaded.embeddings.get(t, text_modality) is not None for t in terms.values())
+        queries = self.loaded.embed(list(terms.values()), text_modality)
         timings["embed"] = time.perf_counter() - tic
 
         patch = tuple(self.loaded.config.patch_size)
@@ -136,7 +140,11 @@ class Segmenter:
             masks[prompt] = _map_back(blended.mask(n), grid, inside)
         timings["map_back"] = time.perf_counter() - tic
         check_cancel(cancel)
-        return SegmentationResult(masks, source, grid, blended, modality, timings, list(metadata.get("notes", [])))
+        cache = {"preprocessed_volume": volume_reused, "backbone_windows_reused": blended.windows_from_cache,
+                 "backbone_windows_computed": blended.windows_computed,
+                 "backbone_skipped": blended.windows_computed == 0 and blended.windows_from_cache > 0,
+                 "text_embeddings_reused": embeddings_reused}
+        return SegmentationResult(masks, source, grid, blended, modality, timings, list(metadata.get("notes", [])), cache)
 
 
 def segment(

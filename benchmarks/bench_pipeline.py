@@ -80,7 +80,7 @@ def write_segmentation(result, terms: list[str]) -> None:
     import tempfile
 
     from SATSegmentLib.outputs import write_seg_nrrd
-    from SATSegmentLib.server import segment_spec
+    from SATSegmentLib.outputs import segment_spec
 
     with tempfile.TemporaryDirectory() as folder:
         write_seg_nrrd(Path(folder) / "bench.seg.nrrd", result.masks, result.reference,

@@ -292,7 +292,7 @@ def test_help_and_models_list_do_not_import_torch(tmp_path):
 
 def test_dicom_series_auto_modality(examples_dir):
     from SATSegmentLib.imageio import resolve_modality
-    from SATSegmentLib.server import Worker
+    from SATSegmentLib.job import Worker
 
     image, meta = Worker()._read(str(examples_dir / "example_ct_dicom"))
     assert resolve_modality("auto", meta) == "ct"
@@ -315,22 +315,15 @@ def test_roi_limits_masks_to_the_box(ct_path, out_dir, tiny_model_dir, capsys):
     assert not mask[:, :, 29:].any()  # nothing beyond the box (one voxel of tolerance for the box edge)
 
 
-def test_modality_warnings_from_header_and_intensities():
+def test_auto_modality_follows_the_dicom_tag_and_explicit_names_win():
     from SATSegmentLib.imageio import resolve_modality
-    from SATSegmentLib.server import modality_warnings
 
-    hu = np.full((4, 8, 8), -1000.0)
-    hu[:, 2:6, 2:6] = 40
-    assert modality_warnings("ct", {"modality": "CT"}, hu) == []
-    assert "DICOM header says MR" in modality_warnings("ct", {"modality": "MR"}, hu)[0]
-    assert "Hounsfield" in modality_warnings("ct", {}, hu + 1000)[0]
-    assert "air in a CT" in modality_warnings("mri", {}, hu)[0]
     assert resolve_modality("auto", {"modality": "PT"}) == "pet"
     assert resolve_modality("MRI", {"modality": "CT"}) == "mri"
 
 
 def test_unexpected_errors_map_to_user_errors():
-    from SATSegmentLib.server import as_user_error
+    from SATSegmentLib.errors import as_user_error
 
     assert as_user_error(MemoryError()).exit_code == 5
     oom = type("OutOfMemoryError", (RuntimeError,), {})("CUDA out of memory. Tried to allocate 2 GiB")
@@ -386,7 +379,7 @@ def test_precision_option(ct_path, out_dir, tiny_model_dir, capsys):
 def test_worker_reads_the_image_once_per_job(ct_path, out_dir, tiny_model_dir, monkeypatch):
     """The worker validates the image before loading the model; the pipeline must reuse that read."""
     from SATSegmentLib import imageio, pipeline
-    from SATSegmentLib.server import SegmentRequest, Worker
+    from SATSegmentLib.job import SegmentRequest, Worker
 
     calls = []
     real = imageio.read_image

@@ -13,7 +13,7 @@ slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
 from SATSegmentLib import outputs, vocabulary  # noqa: E402
-from SATSegmentLib.server import segment_spec  # noqa: E402  (exactly the segments the worker writes)
+from SATSegmentLib.outputs import segment_spec  # noqa: E402  (exactly the segments the worker writes)
 from SATSegmentSlicerLib import segments  # noqa: E402
 from SATSegmentSlicerLib.policies import ConflictPolicy  # noqa: E402
 

@@ -1,0 +1,237 @@
+"""One segmentation job, shared by `satsegment segment` and the JSON-lines worker `satsegment serve`.
+
+`Worker` keeps the loaded model and its `pipeline.Segmenter` (text-embedding, preprocessed-volume and
+backbone-feature caches) between jobs. A job checks everything it can before heavy work, in the
+order the README documents: prompts, outputs, device, model files, image, modality, vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import CancelledError, InputError
+from .modelsource import ModelSource
+from .prompts import check_prompts, resolve_prompts
+
+Emit = Callable[[dict], None]
+
+MODALITIES = ("ct", "mri", "pet")
+FALLBACK_FEATURE_CACHE_MB = 4096
+FEATURE_CACHE_RAM_SHARE = 0.4  # a full-size SAT-Nano window's features are ~2 GB
+# Share of the whole job per stage, for `fraction` and `eta` in progress events.
+_STAGE_SHARE = {"load_model": 0.05, "embed_vocabulary": 0.0, "load": 0.02, "preprocess": 0.05, "embed": 0.02,
+                "inference": 0.80, "map_back": 0.04, "write": 0.02}
+
+
+def default_feature_cache_mb() -> float:
+    """Feature-cache cap when none is given: a share of the physical RAM (fallback 4096 MB where it is unknown)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return FALLBACK_FEATURE_CACHE_MB
+    return round(ram * FEATURE_CACHE_RAM_SHARE / 2**20)
+
+
+@dataclass
+class SegmentRequest:
+    """One segmentation job: the fields of a worker `segment` request / the `segment` command's options."""
+
+    input: str
+    prompts: list[str]
+    output: str
+    modality: str = "auto"
+    model: str = "nano"
+    checkpoint: str | None = None
+    text_encoder_checkpoint: str | None = None
+    variant: str | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    orientation: str = "RAS"
+    roi: list[float] | None = None
+    split_dir: str | None = None
+    overwrite: bool = False
+    allow_free_text: bool = False
+    allow_download: bool = False
+
+    def model_source(self) -> ModelSource:
+        return ModelSource.from_options(self.model, self.checkpoint, self.text_encoder_checkpoint, self.variant,
+                                        self.allow_download)
+
+
+class Worker:
+    """Runs segmentation jobs, keeping one loaded model and its caches between them."""
+
+    def __init__(self, feature_cache_mb: float | None = None) -> None:
+        self.feature_cache_bytes = int((default_feature_cache_mb() if feature_cache_mb is None else feature_cache_mb) * 2**20)
+        self._model_key: tuple | None = None
+        self._segmenter = None
+        self._last_read_key: tuple | None = None
+        self._last_read = None
+
+    def run(self, request: SegmentRequest, emit: Emit, cancel: threading.Event | None = None) -> dict:
+        """Run one job; `emit` receives `progress` and `warning` events (without `id`). Returns the
+        `result` event fields. Raises SATSegmentError (CancelledError when `cancel` is set)."""
+        from .imageio import modality_warnings, resolve_modality  # SimpleITK: imported only when a job runs
+        from .outputs import segment_spec, split_paths, write_job_outputs
+
+        cancel = cancel or threading.Event()
+        started = time.monotonic()
+        progress = _ProgressReporter(emit, started)
+
+        def warn(message: str, suggestions: list[str]) -> None:
+            emit({"event": "warning", "message": message, **({"suggestions": suggestions} if suggestions else {})})
+
+        prompts = check_prompts(request.prompts)
+        output = _check_outputs(request)
+        _check_device(request.device, request.precision)
+        source = request.model_source()  # fails fast; a download waits for a valid image
+        terms = None
+        if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
+            terms = resolve_prompts(prompts, request.modality, request.allow_free_text, warn)
+        image, meta = self._read(request.input)
+        modality = resolve_modality(request.modality, meta)
+        for warning in modality_warnings(modality, meta, _array_view(image)):
+            warn(warning, [])
+        if terms is None:
+            terms = resolve_prompts(prompts, modality, request.allow_free_text, warn)
+        split_paths(request.split_dir, terms, request.overwrite)  # existing split files: refuse before any compute
+        source = source.download(progress, cancel)
+        segmenter = self._segmenter_for(request, source, progress)
+        _check_cancel(cancel)
+        unique_terms = list(dict.fromkeys(terms.values()))
+        # The image read above, with its metadata: the pipeline keys its volume cache on its content fingerprint.
+        result = segmenter.segment(image, unique_terms, modality, orientation=request.orientation,
+                                   roi=request.roi, progress=progress, cancel=cancel, metadata=meta)
+        _check_cancel(cancel)
+        progress("write", 0, 1, "writing outputs")
+        specs = [segment_spec(prompt, term, source.label) for prompt, term in terms.items()]
+        written = write_job_outputs(output, split_paths(request.split_dir, terms, request.overwrite), result.masks,
+                                    result.reference, specs, request.overwrite)
+        progress("write", 1, 1, "done")
+        segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
+        timings = {**result.timings, "total": round(time.monotonic() - started, 3)}
+        cache = {**result.cache, "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1)}
+        return {"outputs": written, "segments": segments, "timings": timings, "cache": cache,
+                "modality": modality, "model": source.label}
+
+    def _read(self, path: str):
+        """Read (and validate) the image, reusing the last one when the file is unchanged."""
+        from .imageio import read_image
+
+        key = _file_key(path)
+        if key is None or key != self._last_read_key:
+            self._last_read = None
+            self._last_read = read_image(path)
+            self._last_read_key = key
+        return self._last_read
+
+    def _segmenter_for(self, request: SegmentRequest, source: ModelSource, progress):
+        """The Segmenter for `source` on the requested device, loading the model if needed."""
+        key = (source, request.device, request.precision)
+        if key != self._model_key:
+            from .pipeline import Segmenter
+
+            self._segmenter = self._model_key = None  # free the previous model first
+            progress("load_model", 0, 1, f"loading {source.label}")
+            loaded = source.load(request.device)
+            self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes, request.precision)
+            self._model_key = key
+            progress("load_model", 1, 1, f"{source.label} loaded")
+            _embed_vocabulary(loaded, progress)
+        return self._segmenter
+
+
+def _embed_vocabulary(loaded, progress) -> None:
+    """Embed SAT's whole vocabulary once per model (cached on disk), so known prompts never need the text encoder."""
+    from . import vocabulary
+    from .model import precompute_embeddings
+
+    pairs = [(t.term, m) for t in vocabulary.terms() for m in t.modalities]
+    if any(loaded.embeddings.get(term, m) is None for term, m in pairs):
+        progress("embed_vocabulary", 0, len(pairs), "embedding SAT's vocabulary once for this model")
+        precompute_embeddings(loaded, pairs, progress=lambda done, total: progress("embed_vocabulary", done, total, "embedding SAT's vocabulary"))
+
+
+def _file_key(path: str) -> tuple | None:
+    """Identity of an input file or DICOM folder (path, size, modification times), None if unreadable."""
+    try:
+        target = Path(path).expanduser().resolve()
+        entries = sorted(target.iterdir()) if target.is_dir() else [target]
+        return (str(target),) + tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.is_file())
+    except OSError:
+        return None
+
+
+def _check_device(name: str, precision: str) -> None:
+    """Refuse an unavailable device or precision before reading the image or loading the model."""
+    from .model import resolve_device
+    from .model.device import PRECISIONS
+
+    device = resolve_device(name)
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision '{precision}'.", f"Use one of: {', '.join(PRECISIONS)}.")
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError(f"fp16 autocast needs a CUDA GPU, but the job runs on {device.type}.",
+                         "Use --precision fp32 (default) or bf16, or --device cuda on a machine with a GPU.")
+
+
+def _check_outputs(request: SegmentRequest) -> Path:
+    from .outputs import check_output_dir, check_output_path
+
+    output = check_output_path(request.output, request.overwrite)
+    if request.split_dir:
+        check_output_dir(request.split_dir, create=True)
+    return output
+
+
+def _segment_summary(prompt: str, term: str, result) -> dict:
+    mask = result.masks[term]
+    voxels = int(np.count_nonzero(mask))
+    voxel_ml = float(np.prod(result.reference.GetSpacing())) / 1000.0
+    return {"prompt": prompt, "term": term, "name": term, "voxels": voxels,
+            "volume_ml": round(voxels * voxel_ml, 3), "empty": voxels == 0}
+
+
+def _array_view(image) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(image)
+
+
+def _check_cancel(cancel: threading.Event) -> None:
+    if cancel.is_set():
+        raise CancelledError("The job was cancelled; nothing was written.")
+
+
+class _ProgressReporter:
+    """Turns pipeline progress callbacks into `progress` events with job fraction, elapsed and ETA.
+
+    The ETA extrapolates the windows done so far (the bulk of the work); before the first window it is null.
+    """
+
+    def __init__(self, emit: Emit, started: float) -> None:
+        self.emit = emit
+        self.started = started
+        self._inference_started = started
+        order = list(_STAGE_SHARE)
+        self._offset = {stage: sum(_STAGE_SHARE[s] for s in order[:i]) for i, stage in enumerate(order)}
+
+    def __call__(self, stage: str, current: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        eta = None
+        if stage == "inference" and current > 0 and total:
+            eta = round((now - self._inference_started) / current * (total - current), 1)
+        elif stage != "inference":
+            self._inference_started = now
+        within = current / total if total else 0.0
+        fraction = min(1.0, self._offset.get(stage, 0.0) + _STAGE_SHARE.get(stage, 0.0) * within)
+        self.emit({"event": "progress", "stage": stage, "current": current, "total": total,
+                   "fraction": round(fraction, 4), "elapsed": round(now - self.started, 2), "eta": eta, "message": message})
+

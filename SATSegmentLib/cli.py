@@ -20,6 +20,10 @@ EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unknown prompt, 4 
           "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled.")
 
 
+MAX_MEMORY_HELP = ("memory the run may use on its device (GPU memory on CUDA, RAM on CPU), e.g. 4.5GB or 3GiB; "
+                   "default: what is free. The fastest plan that fits is chosen; runs that cannot fit are refused")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="satsegment", description="Text-prompted 3D segmentation of CT, MRI and PET scans with SAT.", epilog=EPILOG)
@@ -34,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG)
     serve.add_argument("--feature-cache-mb", type=float, default=None, metavar="MB",
                        help="memory cap for cached backbone features of the last volume (default: 40%% of the RAM; 0 disables)")
+    serve.add_argument("--max-memory", metavar="SIZE", help=MAX_MEMORY_HELP + " (for every job that sets no max_memory)")
     return parser
 
 
@@ -53,9 +58,13 @@ def _add_segment(commands) -> None:
     p.add_argument("--checkpoint", metavar="SAT.pth", help="official SAT segmentation checkpoint downloaded by hand")
     p.add_argument("--text-encoder-checkpoint", metavar="TE.pth", help="its paired official text-encoder checkpoint")
     p.add_argument("--variant", choices=["nano", "pro"], help="architecture of --checkpoint")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="compute device (default auto: CUDA if available)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-                   help="fp32 (default: faithful); fp16 autocast as the official CUDA code (CUDA only); bf16 autocast")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="compute device (default auto: CUDA if available and the run fits in its memory, else CPU)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="auto (default): fp16 autocast on CUDA, as the official model runs; fp32 on CPU. "
+                        "fp32, fp16 (CUDA only) or bf16 force one")
+    p.add_argument("--max-memory", metavar="SIZE", help=MAX_MEMORY_HELP)
+    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to use when the DICOM folder holds several series")
     p.add_argument("--orientation", default="RAS", choices=["RAS", "ASR"],
                    help="orientation SAT sees the volume in (default RAS, as the official inference)")
     p.add_argument("--roi", nargs=6, type=float, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
@@ -143,6 +152,7 @@ def _segment(args) -> int:
         input=args.input, prompts=list(args.prompt) + _read_prompts_file(args.prompts_file), output=args.output,
         modality=args.modality, model=args.model, checkpoint=args.checkpoint,
         text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device, precision=args.precision,
+        max_memory=args.max_memory, series=args.series,
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
         allow_free_text=args.allow_free_text, allow_download=args.download)
     if args.progress != "json":
@@ -261,7 +271,7 @@ def _download_progress():
 def _serve(args) -> int:
     from .server import serve
 
-    return serve(feature_cache_mb=args.feature_cache_mb)
+    return serve(feature_cache_mb=args.feature_cache_mb, max_memory=args.max_memory)
 
 
 _COMMANDS = {"segment": _segment, "terms": _terms, "models": _models, "serve": _serve}

@@ -25,12 +25,10 @@ import torch
 
 from .errors import CancelledError
 from .model.device import autocast
+from .model.memory import DECODE_CHUNK_BYTES, BackbonePlan
 from .tiling import Window, gaussian_weights, sliding_windows
 
 ProgressCallback = Callable[[str, int, int, str], None]
-
-#: Largest logits chunk decoded at once (bytes of float32 logits), bounds decode memory.
-DECODE_CHUNK_BYTES = 256 * 2**20
 
 
 class FeatureCache:
@@ -68,6 +66,12 @@ class FeatureCache:
 
     def get(self, index: int) -> Any:
         return self._items.get(index)
+
+    def limit(self, max_bytes: int) -> None:
+        """Change the cap; the cached windows are dropped when they no longer fit under it."""
+        self.max_bytes = int(max(0, max_bytes))
+        if self.nbytes > self.max_bytes:
+            self.clear()
 
     def put(self, index: int, features: Any) -> bool:
         """Keep `features` (in host memory) if they fit in the remaining budget; returns whether they were kept."""
@@ -109,11 +113,30 @@ def run_sliding_window(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     feature_cache: FeatureCache | None = None,
+    plan: BackbonePlan | None = None,
 ) -> BlendedMasks:
     """Segment a processed (H, W, D) float32 volume for N prompt embeddings `queries` (N, Q).
 
-    `windows` restricts the run to some of `sliding_windows(volume.shape, patch_size)` (for an ROI);
-    voxels no window covers stay 0. Raises `errors.CancelledError` if `cancel` is set between windows.
+    Args:
+        volume: the processed volume (H, W, D), float32.
+        model: anything with `encode_image(windows, plan) -> features` and `decode(features, queries) -> logits`
+            (a `SATModel`).
+        queries: prompt embeddings (N, Q); prompts never interact, so N only scales the decoding.
+        patch_size: window size (H, W, D) of the model.
+        windows: a subset of `sliding_windows(volume.shape, patch_size)` (for an ROI); voxels no window
+            covers stay 0. Default: all windows.
+        device, precision: where the model runs and its autocast ('fp32', 'fp16' on CUDA, 'bf16').
+        chunk_size: prompts decoded at once (default: as many as fit in `memory.DECODE_CHUNK_BYTES`).
+        progress, cancel: `progress(stage, current, total, message)` after each window; `cancel` is checked
+            between windows and prompt chunks.
+        feature_cache: backbone features by window index, reused and filled (host memory).
+        plan: how the backbone runs (`model.memory`); every plan gives the same features.
+
+    Returns:
+        `BlendedMasks`: one bit per processed voxel and prompt, with timings and the cache hits.
+
+    Raises:
+        errors.CancelledError: `cancel` was set.
     """
     device = torch.device(device)
     patch = tuple(int(p) for p in patch_size)
@@ -135,7 +158,7 @@ def run_sliding_window(
         features = feature_cache.get(window.index) if feature_cache is not None else None
         with torch.inference_mode(), autocast(device, precision):
             if features is None:
-                features = model.encode_image(_patch_tensor(volume, window, patch, device))
+                features = model.encode_image(_patch_tensor(volume, window, patch, device), plan)
                 result.windows_computed += 1
                 if feature_cache is not None:
                     feature_cache.put(window.index, features)

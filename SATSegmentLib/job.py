@@ -7,6 +7,7 @@ order the README documents: prompts, outputs, device, model files, image, modali
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -52,13 +53,21 @@ class SegmentRequest:
     text_encoder_checkpoint: str | None = None
     variant: str | None = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    max_memory: str | int | None = None
+    series: str | None = None
     orientation: str = "RAS"
     roi: list[float] | None = None
     split_dir: str | None = None
     overwrite: bool = False
     allow_free_text: bool = False
     allow_download: bool = False
+
+    def __post_init__(self) -> None:
+        if self.series is not None and not isinstance(self.series, str):
+            raise InputError("'series' must be a SeriesInstanceUID (a string).")
+        if isinstance(self.max_memory, bool) or not isinstance(self.max_memory, (str, int, float, type(None))):
+            raise InputError("'max_memory' must be a size like '4.5GB' or a number of bytes.")
 
     def model_source(self) -> ModelSource:
         return ModelSource.from_options(self.model, self.checkpoint, self.text_encoder_checkpoint, self.variant,
@@ -68,8 +77,11 @@ class SegmentRequest:
 class Worker:
     """Runs segmentation jobs, keeping one loaded model and its caches between them."""
 
-    def __init__(self, feature_cache_mb: float | None = None) -> None:
+    def __init__(self, feature_cache_mb: float | None = None, max_memory: str | int | None = None) -> None:
+        from .budget import parse_size
+
         self.feature_cache_bytes = int((default_feature_cache_mb() if feature_cache_mb is None else feature_cache_mb) * 2**20)
+        self.max_memory = parse_size(max_memory)
         self._model_key: tuple | None = None
         self._segmenter = None
         self._last_read_key: tuple | None = None
@@ -79,6 +91,7 @@ class Worker:
         """Run one job; `emit` receives `progress` and `warning` events (without `id`). Returns the
         `result` event fields. Raises SATSegmentError (CancelledError when `cancel` is set)."""
         from .imageio import modality_warnings, resolve_modality  # SimpleITK: imported only when a job runs
+        from .budget import parse_size
         from .outputs import segment_spec, split_paths, write_job_outputs
 
         cancel = cancel or threading.Event()
@@ -90,25 +103,32 @@ class Worker:
 
         prompts = check_prompts(request.prompts)
         output = _check_outputs(request)
-        _check_device(request.device, request.precision)
+        max_memory = parse_size(request.max_memory) if request.max_memory is not None else self.max_memory
+        device = _check_device(request.device, request.precision)
         source = request.model_source()  # fails fast; a download waits for a valid image
         terms = None
         if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
             terms = resolve_prompts(prompts, request.modality, request.allow_free_text, warn)
-        image, meta = self._read(request.input)
+        image, meta = self._read(request.input, request.series)
+        for note in meta.get("notes", []):
+            warn(note, [])
         modality = resolve_modality(request.modality, meta)
         for warning in modality_warnings(modality, meta, _array_view(image)):
             warn(warning, [])
         if terms is None:
             terms = resolve_prompts(prompts, modality, request.allow_free_text, warn)
         split_paths(request.split_dir, terms, request.overwrite)  # existing split files: refuse before any compute
-        source = source.download(progress, cancel)
-        segmenter = self._segmenter_for(request, source, progress)
-        _check_cancel(cancel)
         unique_terms = list(dict.fromkeys(terms.values()))
+        run = self._plan(request, source, device, max_memory, len(unique_terms), image, meta)
+        for warning in run.warnings:
+            warn(warning, [])
+        source = source.download(progress, cancel)
+        segmenter = self._segmenter_for(source, run, progress)
+        _check_cancel(cancel)
         # The image read above, with its metadata: the pipeline keys its volume cache on its content fingerprint.
         result = segmenter.segment(image, unique_terms, modality, orientation=request.orientation,
-                                   roi=request.roi, progress=progress, cancel=cancel, metadata=meta)
+                                   roi=request.roi, progress=progress, cancel=cancel, metadata=meta,
+                                   plan=run.estimate.plan)
         _check_cancel(cancel)
         progress("write", 0, 1, "writing outputs")
         specs = [segment_spec(prompt, term, source.label) for prompt, term in terms.items()]
@@ -117,34 +137,52 @@ class Worker:
         progress("write", 1, 1, "done")
         segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
         timings = {**result.timings, "total": round(time.monotonic() - started, 3)}
-        cache = {**result.cache, "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1)}
+        cache = {**result.cache, "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1),
+                 "feature_cache_cap_mb": round(segmenter.feature_cache.max_bytes / 2**20, 1)}
         return {"outputs": written, "segments": segments, "timings": timings, "cache": cache,
-                "modality": modality, "model": source.label}
+                "modality": modality, "model": source.label, "device": str(run.device), "precision": run.precision,
+                "memory": {"plan": str(run.estimate.plan), "estimate_mb": round(run.estimate.needed / 2**20),
+                           "budget_mb": None if run.budget is None else round(run.budget / 2**20)}}
 
-    def _read(self, path: str):
-        """Read (and validate) the image, reusing the last one when the file is unchanged."""
+    def _read(self, path: str, series: str | None = None):
+        """Read (and validate) the image, reusing the last one when the file and series are unchanged."""
         from .imageio import read_image
 
-        key = _file_key(path)
-        if key is None or key != self._last_read_key:
+        key = (_file_key(path), series)
+        if key[0] is None or key != self._last_read_key:
             self._last_read = None
-            self._last_read = read_image(path)
+            self._last_read = read_image(path, series_uid=series)
             self._last_read_key = key
         return self._last_read
 
-    def _segmenter_for(self, request: SegmentRequest, source: ModelSource, progress):
-        """The Segmenter for `source` on the requested device, loading the model if needed."""
-        key = (source, request.device, request.precision)
+    def _plan(self, request: SegmentRequest, source: ModelSource, device, max_memory: int | None, prompts: int,
+              image, meta: dict):
+        """Where and how the run goes (budget.plan_run), decided from the model config before loading anything."""
+        from .budget import plan_run
+        from .imageio import processed_grid_shape
+        from .model.memory import VolumeSize
+
+        volume = VolumeSize(math.prod(image.GetSize()), processed_grid_shape(image, request.orientation, meta["ras_affine"]))
+        cached = self._segmenter.feature_cache.nbytes if self._segmenter is not None else 0
+        return plan_run(source.config(), device, request.precision, prompts, max_memory, volume,
+                        device_requested=request.device, reclaimable=cached)
+
+    def _segmenter_for(self, source: ModelSource, run, progress):
+        """The Segmenter for `source` on the run's device and precision, loading the model if needed;
+        its feature cache is capped so that cache and run fit the budget together."""
+        key = (source, str(run.device), run.precision)
         if key != self._model_key:
             from .pipeline import Segmenter
 
             self._segmenter = self._model_key = None  # free the previous model first
             progress("load_model", 0, 1, f"loading {source.label}")
-            loaded = source.load(request.device)
-            self._segmenter = Segmenter(loaded, request.device, self.feature_cache_bytes, request.precision)
+            loaded = source.load(str(run.device))
+            self._segmenter = Segmenter(loaded, str(run.device), self.feature_cache_bytes, run.precision)
             self._model_key = key
             progress("load_model", 1, 1, f"{source.label} loaded")
             _embed_vocabulary(loaded, progress)
+        spare = run.budget - run.estimate.needed if run.budget is not None and run.device.type == "cpu" else None
+        self._segmenter.feature_cache.limit(self.feature_cache_bytes if spare is None else min(self.feature_cache_bytes, spare))
         return self._segmenter
 
 
@@ -169,17 +207,14 @@ def _file_key(path: str) -> tuple | None:
         return None
 
 
-def _check_device(name: str, precision: str) -> None:
-    """Refuse an unavailable device or precision before reading the image or loading the model."""
+def _check_device(name: str, precision: str):
+    """The torch.device of the job; an unavailable device or precision is refused before any heavy work."""
+    from .budget import resolve_precision
     from .model import resolve_device
-    from .model.device import PRECISIONS
 
     device = resolve_device(name)
-    if precision not in PRECISIONS:
-        raise InputError(f"Unknown precision '{precision}'.", f"Use one of: {', '.join(PRECISIONS)}.")
-    if precision == "fp16" and device.type != "cuda":
-        raise InputError(f"fp16 autocast needs a CUDA GPU, but the job runs on {device.type}.",
-                         "Use --precision fp32 (default) or bf16, or --device cuda on a machine with a GPU.")
+    resolve_precision(precision, device.type)
+    return device
 
 
 def _check_outputs(request: SegmentRequest) -> Path:

@@ -11,6 +11,7 @@ on the same scan skip preprocessing and the backbone.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import SimpleITK as sitk
 from .errors import InputError
 from .imageio import image_fingerprint, ras_affine_of, read_image, resolve_modality, validate_image
 from .inference import BlendedMasks, FeatureCache, ProgressCallback, check_cancel, run_sliding_window
+from .model.memory import BackbonePlan, RunEstimate, VolumeSize
 from .preprocess import (
     PreprocessedVolume,
     ProcessedGrid,
@@ -68,10 +70,13 @@ class Segmenter:
     """A loaded SAT model plus the caches that make repeated requests on one scan fast."""
 
     def __init__(self, loaded_sat: Any = "nano", device: str = "auto", feature_cache_bytes: int = 0,
-                 precision: str = "fp32") -> None:
+                 precision: str = "auto", max_memory: int | str | None = None) -> None:
+        from .budget import parse_size, resolve_precision
+
         self.loaded = load_model(loaded_sat, device)
         self.device = self.loaded.device
-        self.precision = precision
+        self.precision = resolve_precision(precision, self.device.type)
+        self.max_memory = parse_size(max_memory)
         self.feature_cache = FeatureCache(feature_cache_bytes)
         self._volume_key: Any = None
         self._volume: tuple[sitk.Image, dict[str, Any], PreprocessedVolume] | None = None
@@ -87,11 +92,16 @@ class Segmenter:
         cancel: threading.Event | None = None,
         *,
         metadata: dict[str, Any] | None = None,
+        plan: BackbonePlan | None = None,
     ) -> SegmentationResult:
         """Segment `image` for each prompt; see the module docstring and docs/python-api.md.
 
         `metadata`: for an `image` already read by `imageio.read_image`, the metadata it returned
         (the image is then used as is, keyed on its content fingerprint, instead of being read again).
+        `plan`: how the backbone runs; by default the fastest plan that fits the free memory and
+        `max_memory` (raises `errors.OutOfMemoryError` when none does). Every plan gives the same masks.
+
+        Raises `errors.InputError` (image, prompts, ROI), `errors.OutOfMemoryError`, `errors.CancelledError`.
         """
         terms = _terms(prompts)
         orientation = check_orientation(orientation)
@@ -121,6 +131,8 @@ class Segmenter:
         queries = self.loaded.embed(list(terms.values()), text_modality)
         timings["embed"] = time.perf_counter() - tic
 
+        if plan is None:
+            plan = self.plan_for(len(terms), VolumeSize(math.prod(grid.input_size), grid.resampled_shape)).plan
         patch = tuple(self.loaded.config.patch_size)
         windows = sliding_windows(grid.shape, patch)
         if roi is not None:
@@ -128,7 +140,7 @@ class Segmenter:
         self.feature_cache.bind((volume_key, self.loaded.fingerprint, str(self.device), self.precision))
         blended = run_sliding_window(
             processed.array, self.loaded.model, queries, patch, windows=windows, device=self.device,
-            precision=self.precision, progress=progress, cancel=cancel, feature_cache=self.feature_cache,
+            precision=self.precision, progress=progress, cancel=cancel, feature_cache=self.feature_cache, plan=plan,
         )
         timings.update(blended.timings)
 
@@ -147,6 +159,14 @@ class Segmenter:
         return SegmentationResult(masks, source, grid, blended, modality, timings, list(metadata.get("notes", [])), cache)
 
 
+    def plan_for(self, prompts: int, volume: VolumeSize | None = None) -> RunEstimate:
+        """The estimate of the fastest backbone plan that fits this Segmenter's device and `max_memory`."""
+        from .budget import plan_run
+
+        return plan_run(self.loaded.config, self.device, self.precision, prompts, self.max_memory, volume,
+                        device_requested=str(self.device), reclaimable=self.feature_cache.nbytes).estimate
+
+
 def segment(
     image: str | Path | sitk.Image,
     prompts: Sequence[str],
@@ -157,14 +177,17 @@ def segment(
     roi: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
+    max_memory: int | str | None = None,
 ) -> SegmentationResult:
     """Segment `image` (path or SimpleITK.Image) for each prompt; masks land on the input's grid.
 
     `model` is a registry name ('nano', 'pro'), a model folder or a `LoadedSAT`; `roi` an optional
     box (x0, y0, z0, x1, y1, z1) in RAS mm outside which masks are 0 and no window runs.
+    `precision` 'auto' is fp16 autocast on CUDA (as the official model) and fp32 elsewhere;
+    `max_memory` ('4.5GB' or bytes) caps the memory the run may use (default: what is free).
     """
-    segmenter = Segmenter(model, device, feature_cache_bytes=0, precision=precision)
+    segmenter = Segmenter(model, device, feature_cache_bytes=0, precision=precision, max_memory=max_memory)
     return segmenter.segment(image, prompts, modality, orientation, roi, progress, cancel)
 
 

@@ -183,13 +183,14 @@ class _Server:
             self.emit({"event": "result", "id": request_id, **result})
 
 
-def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float | None = None) -> int:
+def serve(stdin: TextIO | None = None, stdout: TextIO | None = None, feature_cache_mb: float | None = None,
+          max_memory: str | None = None) -> int:
     """Run the JSON-lines worker until `shutdown` or end of input; returns the exit status (0).
 
     While it runs, `sys.stdout` points at stderr, so a stray print from any library cannot corrupt the protocol.
     """
     protocol_out = stdout or sys.stdout
-    server = _Server(stdin or sys.stdin, protocol_out, Worker(feature_cache_mb))
+    server = _Server(stdin or sys.stdin, protocol_out, Worker(feature_cache_mb, max_memory))
     saved, sys.stdout = sys.stdout, sys.stderr
     try:
         reader = threading.Thread(target=server.read_requests, name="satsegment-stdin", daemon=True)

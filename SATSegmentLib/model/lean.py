@@ -30,7 +30,7 @@ def lean_encoder(encoder: Encoder, x: torch.Tensor, slab_bytes: int) -> list[tor
         blocks = stage[0].convs
         first = blocks[0]
         height = -(-previous.shape[2] // first.conv.stride[0])
-        rows = _rows(first.conv, previous, slab_bytes, height)
+        rows = _rows(previous, first.conv.out_channels, first.conv.stride[0], slab_bytes, height)
         buffer, moments = conv_pass([(MapSource(previous), first.conv.weight)], first.conv, height, rows)
         previous = _rest_of_stage(blocks, buffer, PendingNorm(*moments.affine(first.norm)), slab_bytes)
         skips.append(previous)
@@ -48,7 +48,7 @@ def lean_decoder(decoder: Decoder, skips: list[torch.Tensor], slab_bytes: int) -
         skip_source = MapSource(skip)
         sources = [(TransposedConvSource(MapSource(low), up), weight[:, :split].contiguous()),
                    (skip_source, weight[:, split:].contiguous())]
-        rows = _rows(first.conv, skip, slab_bytes, skip.shape[2], inputs=2)
+        rows = _rows(skip, first.conv.out_channels, 1, slab_bytes, skip.shape[2], inputs=2)
         buffer, moments = conv_pass(sources, first.conv, skip.shape[2], rows, out=skip, in_place=skip_source)
         del sources, skip_source, low, skip
         low = _rest_of_stage(stage.convs, buffer, PendingNorm(*moments.affine(first.norm)), slab_bytes)
@@ -57,7 +57,7 @@ def lean_decoder(decoder: Decoder, skips: list[torch.Tensor], slab_bytes: int) -
 
 def _rest_of_stage(blocks: nn.Sequential, buffer: torch.Tensor, pending: PendingNorm, slab_bytes: int) -> torch.Tensor:
     """Blocks 1.. of a stage, in place on `buffer`; then the last norm + LeakyReLU in place."""
-    rows = _rows(blocks[0].conv, buffer, slab_bytes, buffer.shape[2])
+    rows = _rows(buffer, buffer.shape[1], 1, slab_bytes, buffer.shape[2])
     for block in list(blocks)[1:]:
         source = MapSource(buffer, pending)
         buffer, moments = conv_pass([(source, block.conv.weight)], block.conv, buffer.shape[2], rows,
@@ -66,9 +66,7 @@ def _rest_of_stage(blocks: nn.Sequential, buffer: torch.Tensor, pending: Pending
     return finalize_(buffer, pending, rows)
 
 
-def _rows(conv: nn.Conv3d, source: torch.Tensor, slab_bytes: int, height: int, inputs: int = 1) -> int:
-    """Slab height for `conv` reading maps shaped like `source` (for a decoder conv: its skip)."""
-    stride = conv.stride[0]
-    width, depth = -(-source.shape[3] // stride), -(-source.shape[4] // stride)
-    narrowest = min(source.shape[1], conv.in_channels // inputs) * source.shape[3] // (2 if inputs > 1 else 1)
-    return slab_rows(slab_bytes, conv.out_channels, width * depth, height, inputs, narrowest)
+def _rows(source: torch.Tensor, out_channels: int, stride: int, slab_bytes: int, height: int, inputs: int = 1) -> int:
+    """Slab height of a conv pass reading maps shaped like `source` (for a decoder conv: its skip)."""
+    plane = -(-source.shape[3] // stride) * -(-source.shape[4] // stride)
+    return slab_rows(slab_bytes, source.shape[1], source.shape[3], out_channels, plane, height, stride, inputs)

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .memory import slab_ranges
+
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the official blocks
 #: Maps are stored channels-last: rows along H are then contiguous, and oneDNN's 3D convs need no reorder.
 CHANNELS_LAST = torch.channels_last_3d
@@ -189,8 +191,7 @@ def conv_pass(sources: list[tuple[RowSource, torch.Tensor]], conv: nn.Conv3d, ou
     stride = conv.stride[0]
     pad = (conv.kernel_size[0] - 1) // 2
     moments = Moments()
-    for start in range(0, out_height, slab_rows):
-        stop = min(start + slab_rows, out_height)
+    for start, stop in slab_ranges(out_height, slab_rows):
         slab = None
         for i, (source, weight) in enumerate(sources):
             part = conv_rows(source, weight, conv.bias if i == 0 else None, stride, start, stop)
@@ -224,7 +225,7 @@ def avg_pool_blocks(x: torch.Tensor, kernel: int) -> torch.Tensor:
 
 def finalize_(buffer: torch.Tensor, pending: PendingNorm, slab_rows: int) -> torch.Tensor:
     """Apply the pending norm + LeakyReLU to `buffer` in place, slab by slab; returns `buffer`."""
-    for start in range(0, buffer.shape[2], slab_rows):
-        rows = buffer[:, :, start:start + slab_rows]
+    for start, stop in slab_ranges(buffer.shape[2], slab_rows):
+        rows = buffer[:, :, start:stop]
         pending.apply_into(rows, rows)
     return buffer

@@ -384,7 +384,7 @@ def test_worker_reads_the_image_once_per_job(ct_path, out_dir, tiny_model_dir, m
     calls = []
     real = imageio.read_image
     for module in (imageio, pipeline):
-        monkeypatch.setattr(module, "read_image", lambda path: calls.append(path) or real(path))
+        monkeypatch.setattr(module, "read_image", lambda path, **kw: calls.append(path) or real(path, **kw))
     worker = Worker(feature_cache_mb=64)
     for n, prompt in enumerate(["liver", "spleen"]):
         request = SegmentRequest(input=str(ct_path), prompts=[prompt], output=str(out_dir / f"r{n}.seg.nrrd"),

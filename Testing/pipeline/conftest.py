@@ -34,7 +34,7 @@ class IntensityModel(torch.nn.Module):
         super().__init__()
         self.encode_calls = 0
 
-    def encode_image(self, x: torch.Tensor) -> IntensityFeatures:
+    def encode_image(self, x: torch.Tensor, plan=None) -> IntensityFeatures:
         self.encode_calls += 1
         assert x.shape[1] == 3 and torch.equal(x[:, 0], x[:, 2])
         return IntensityFeatures(x[:, :1].clone())

@@ -90,9 +90,9 @@ def test_segmenter_reuses_preprocessing_and_backbone_features(loaded, scan, monk
         calls["preprocess"] += 1
         return real_preprocess(*args, **kwargs)
 
-    def counting_encode(x):
+    def counting_encode(x, plan=None):
         calls["encode"] += 1
-        return real_encode(x)
+        return real_encode(x, plan)
 
     monkeypatch.setattr(pipeline, "preprocess", counting_preprocess)
     monkeypatch.setattr(loaded.model, "encode_image", counting_encode)

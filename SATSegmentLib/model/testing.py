@@ -8,6 +8,7 @@ deep-supervision heads `mid_mask_embed_proj.*`, and (text encoder) the old `posi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -110,3 +111,18 @@ def _save(payload: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(payload, path)
     return path
+
+
+def peak_allocated_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes allocated on the CPU while `fn` runs, above what was allocated before (PyTorch's profiler
+    records every allocation and free of its CPU allocator, oneDNN's buffers included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return peak

@@ -187,7 +187,8 @@ class Worker:
 
 
 def _embed_vocabulary(loaded, progress) -> None:
-    """Embed SAT's whole vocabulary once per model (cached on disk), so known prompts never need the text encoder."""
+    """Embed SAT's whole vocabulary once per model (cached on disk), so known prompts never need the text
+    encoder; it is freed afterwards, so its memory is not held beside the backbone's."""
     from . import vocabulary
     from .model import precompute_embeddings
 
@@ -195,6 +196,7 @@ def _embed_vocabulary(loaded, progress) -> None:
     if any(loaded.embeddings.get(term, m) is None for term, m in pairs):
         progress("embed_vocabulary", 0, len(pairs), "embedding SAT's vocabulary once for this model")
         precompute_embeddings(loaded, pairs, progress=lambda done, total: progress("embed_vocabulary", done, total, "embedding SAT's vocabulary"))
+        loaded.release_text_encoder()
 
 
 def _file_key(path: str) -> tuple | None:

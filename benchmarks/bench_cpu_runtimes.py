@@ -6,6 +6,7 @@ Each variant runs in its own process; it reports prep (export/trace/compile) sec
 and the Dice of 8 random prompts decoded by `model.decode` (sigmoid > 0.5) from both feature sets.
 
   torch              PyTorch as the pipeline runs it (fp32, NCDHW, inference_mode): the reference
+  torch-lean         SATSegment's lean plan (model/lean.py: channels-last row slabs, in place; the default on CPU)
   torch-cl           model and input in channels_last_3d
   torch-cl-bf16conv  channels_last_3d + torch.backends.mkldnn.conv.fp32_precision='bf16' (reduced precision)
   torch-jit          torch.jit.trace + freeze + optimize_for_inference
@@ -44,13 +45,14 @@ import torch
 from torch import nn
 
 from SATSegmentLib.model import SATConfig
+from SATSegmentLib.model.memory import BackbonePlan
 from SATSegmentLib.model.sat import ImageFeatures, SATModel
 from SATSegmentLib.model.testing import random_models
 
 CONFIG = SATConfig.nano()  # --config tiny: a seconds-long smoke test of the script itself
 WORK = Path("/tmp/runtimes/nano")
 LOCK = "/tmp/heavy.lock"
-VARIANTS = ["torch", "torch-cl", "torch-cl-bf16conv", "torch-jit", "torch-compile",
+VARIANTS = ["torch", "torch-lean", "torch-cl", "torch-cl-bf16conv", "torch-jit", "torch-compile",
             "onnx-export", "onnxrt", "onnxrt-lowmem", "ov-f32", "ov-bf16",
             "ov-f32-accuracy"]
 THREADS, PROMPTS = 2, 8
@@ -97,8 +99,9 @@ def setup_torch(variant: str, x: torch.Tensor) -> tuple[Runner, SATModel, dict]:
         if variant == "torch-cl-bf16conv":
             torch.backends.mkldnn.conv.fp32_precision = "bf16"
             notes["mkldnn.conv.fp32_precision"] = torch.backends.mkldnn.conv.fp32_precision
-    if variant == "torch":
-        return (lambda t: (lambda f: (f.tokens, f.pixel))(model.encode_image(t))), model, notes
+    if variant in ("torch", "torch-lean"):
+        plan = BackbonePlan.lean() if variant == "torch-lean" else None
+        return (lambda t: (lambda f: (f.tokens, f.pixel))(model.encode_image(t, plan))), model, notes
     module: nn.Module = Backbone(model)
     if variant == "torch-jit":
         with torch.no_grad():

@@ -71,6 +71,11 @@ class LoadedSAT:
                 self._text_encoder = encoder.to(self.device).eval()
             return self._text_encoder
 
+    def release_text_encoder(self) -> None:
+        """Free the text encoder (~440 MB); the next uncached prompt loads it again."""
+        with self._lock:
+            self._text_encoder = None
+
     def embed(self, terms: Iterable[str], modality: str) -> torch.Tensor:
         """Query embeddings (N, query_dim) float32 on `device`; cached prompts skip the text encoder."""
         terms = list(terms)

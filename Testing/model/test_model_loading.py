@@ -181,6 +181,17 @@ def test_embedding_cache_avoids_the_text_encoder(model_dir):
     assert fresh.text_encoder_loaded and not torch.allclose(other_modality, first[:1])
 
 
+def test_released_text_encoder_is_loaded_again_only_for_new_prompts(model_dir):
+    loaded = load_model_folder(model_dir, "cpu")
+    first = loaded.embed(["liver"], "ct")
+    loaded.release_text_encoder()
+    assert not loaded.text_encoder_loaded
+    torch.testing.assert_close(loaded.embed(["liver"], "ct"), first)
+    assert not loaded.text_encoder_loaded
+    loaded.embed(["gallbladder"], "ct")
+    assert loaded.text_encoder_loaded
+
+
 def test_precompute_embeddings_fills_the_cache(model_dir):
     loaded = load_model_folder(model_dir, "cpu")
     pairs = [("liver", "ct"), ("brain", "mri"), ("tumor", "pet"), ("liver", "ct")]

@@ -7,17 +7,23 @@ so `satsegment --help` and `satsegment terms` start fast. Exit codes come from `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from . import __version__
 from .errors import CancelledError, InputError, SATSegmentError
 
 EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unknown prompt, 4 model missing or corrupt, "
-          "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled.")
+          "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled (Ctrl+C or SIGTERM).")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,19 +108,65 @@ def _add_models(commands) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `satsegment` and `python -m SATSegmentLib`; returns the exit status."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # What the console cannot encode (a Japanese prompt on a cp1252 console) is printed as \x escapes,
+        # as Python does on stderr, instead of failing once the work is done.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not in Python's flush at exit
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     json_errors = getattr(args, "progress", None) == "json"
     try:
-        return _COMMANDS[args.command](args)
+        with _sigterm_as_interrupt(args.command != "serve"):
+            return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return _report(CancelledError("Interrupted; nothing was written.", "Run the command again to restart (downloads resume)."), json_errors)
     except SATSegmentError as exc:
         return _report(exc, json_errors)
+    except BrokenPipeError:
+        raise  # not a bug: `main` ends quietly
     except Exception as exc:  # noqa: BLE001 - last resort: a readable message and exit 1, plus the traceback
         from .errors import as_user_error
 
         traceback.print_exc()
         return _report(as_user_error(exc), json_errors)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """While a command runs, SIGTERM (`kill`, a batch scheduler, a closing terminal session) raises
+    KeyboardInterrupt like Ctrl+C, so temporary files are removed and the exit status is 130; by
+    default Python would die at once and leave them. Not for `serve`, whose jobs catch every exception."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stdout_closed() -> int:
+    """End quietly when the reader of stdout went away (`satsegment terms | head -1`), as Unix tools do:
+    no traceback, exit 141. stdout now points at os.devnull, so that Python's flush at exit does not
+    fail again (the Python documentation's recipe, signal module, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _report(exc: SATSegmentError, json_errors: bool) -> int:

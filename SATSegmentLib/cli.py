@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Persistent worker speaking JSON lines on stdin/stdout (docs/worker-protocol.md). "
                                             "Keeps the model loaded and caches the last volume's preprocessing and backbone features.",
                                 epilog=EPILOG)
-    serve.add_argument("--feature-cache-mb", type=float, default=None, metavar="MB",
+    serve.add_argument("--feature-cache-mb", type=megabytes, default=None, metavar="MB",
                        help="memory cap for cached backbone features of the last volume (default: 40%% of the RAM; 0 disables)")
     return parser
 
@@ -104,6 +105,17 @@ def _add_models(commands) -> None:
     imp.add_argument("path", metavar="PATH", help="folder or .zip file")
     path = actions.add_parser("path", help="print the model cache folder, or an installed model's folder", epilog=EPILOG)
     path.add_argument("name", nargs="?", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
+
+
+def megabytes(text: str) -> float:
+    """argparse type of a memory size in MB: a finite number, 0 or more (`nan`, `inf`, `-5` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes, 0 or more, not {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,7 +210,7 @@ def _segment(args) -> int:
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
         allow_free_text=args.allow_free_text, allow_download=args.download)
     if args.progress != "json":
-        result = Worker(feature_cache_mb=0).run(request, _print_event if args.progress == "text" else _print_warnings_only)
+        result = Worker(feature_cache_mb=0).run(request, TextProgress() if args.progress == "text" else _print_warnings_only)
         _print_summary(result)
         return 0
     events, sys.stdout = sys.stdout, sys.stderr  # stdout carries only the JSON events
@@ -214,19 +226,29 @@ def _read_prompts_file(path: str | None) -> list[str]:
     if not path:
         return []
     try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        lines = Path(path).expanduser().read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's byte order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read the prompts file {path}: {exc}.", "Give a UTF-8 text file with one prompt per line.") from exc
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _print_event(event: dict) -> None:
-    if event["event"] == "progress":
+class TextProgress:
+    """`--progress text`: one line per progress event on stderr, and the warnings. A stage repeating
+    its message (the vocabulary embedding reports every batch) is printed once."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, str] | None = None
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] != "progress":
+            _print_warnings_only(event)
+            return
+        line = (event["stage"], event.get("message", ""))
+        if line == self._last:
+            return
+        self._last = line
         eta = f", about {event['eta']:.0f} s left" if event.get("eta") is not None else ""
-        print(f"[{event['fraction']:4.0%}] {event['stage']}: {event.get('message', '')} ({event['elapsed']:.0f} s{eta})",
-              file=sys.stderr)
-    else:
-        _print_warnings_only(event)
+        print(f"[{event['fraction']:4.0%}] {line[0]}: {line[1]} ({event['elapsed']:.0f} s{eta})", file=sys.stderr)
 
 
 def _print_warnings_only(event: dict) -> None:
@@ -261,13 +283,27 @@ def _terms(args) -> int:
     if args.json:
         _print_json({"terms": rows}, sys.stdout)
     elif not rows:
-        print(f"No SAT term matches '{args.query}'.", file=sys.stderr)
+        print(_no_match_message(args.query, args.modality), file=sys.stderr)
         return InputError.exit_code
     else:
         for row in rows:
             extra = f"  ({row['reason']})" if row.get("reason") else ""
             print(f"{row.get('display') or row['term']}\t{row.get('modality') or ''}{extra}")
     return 0
+
+
+def _no_match_message(query: str, modality: str | None) -> str:
+    """Why `terms QUERY --modality M` found nothing: when SAT knows the text for other modalities,
+    vocabulary.resolve's reason ("SAT knows 'pancreas' for CT and MRI but not for PET")."""
+    from . import vocabulary
+    from .errors import UnknownPromptError
+
+    if modality and vocabulary.complete(query, limit=1):
+        try:
+            vocabulary.resolve(query, modality)
+        except UnknownPromptError as exc:
+            return exc.message
+    return f"No SAT term matches '{query}'."
 
 
 # ---- models ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import slicerio
 
 from SATSegmentLib import outputs
 from SATSegmentLib.cli import main
@@ -93,6 +94,15 @@ def test_output_that_is_the_input_scan_is_refused(tmp_path, out_dir, volume_writ
 
 # ---- non-ASCII text ----------------------------------------------------------------------------
 
+def test_prompts_file_with_a_byte_order_mark(ct_path, out_dir, tmp_path, tiny_model_dir, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# organs\r\nliver\r\n", encoding="utf-8-sig")  # as Windows Notepad saves it
+    code, _, err = run(segment_argv(ct_path, out_dir / "r.seg.nrrd", tiny_model_dir, "--prompts-file", prompts), capsys)
+    assert code == 0, err
+    segment = slicerio.read_segmentation(str(out_dir / "r.seg.nrrd"))["segments"][0]
+    assert segment["tags"]["SATSegment.Prompt"] == "liver"
+
+
 def test_non_ascii_free_text_prompt_is_written(ct_path, out_dir, tiny_model_dir, capsys):
     code, _, err = run(segment_argv(ct_path, out_dir / "r.seg.nrrd", tiny_model_dir, "-p", "肝臓", "--allow-free-text",
                                     "--split-dir", out_dir / "split"), capsys)
@@ -131,3 +141,35 @@ def test_closed_stdout_ends_quietly(argv, tmp_path):
     finally:
         os.close(writer)
     assert (done.returncode, done.stderr) == (141, "")
+
+
+def test_text_progress_prints_a_repeated_message_once(capsys):
+    from SATSegmentLib.cli import TextProgress
+
+    progress = TextProgress()
+    for done in range(10):
+        progress({"event": "progress", "stage": "embed_vocabulary", "current": done, "total": 10, "fraction": 0.05,
+                  "elapsed": 1.0, "eta": None, "message": "embedding SAT's vocabulary"})
+    progress({"event": "progress", "stage": "load", "current": 0, "total": 1, "fraction": 0.05, "elapsed": 2.0,
+              "eta": None, "message": "reading the image"})
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["embed_vocabulary: embedding SAT's vocabulary (1 s)",
+                                                          "load: reading the image (2 s)"]
+
+
+# ---- options and queries -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "lots"])
+def test_feature_cache_mb_must_be_a_size(value, monkeypatch, capsys):
+    from SATSegmentLib import server
+
+    monkeypatch.setattr(server, "serve", lambda **kwargs: pytest.fail("the worker started"))
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--feature-cache-mb", value])
+    assert info.value.code == 2
+    assert f"--feature-cache-mb: expected a number of megabytes, 0 or more, not '{value}'" in capsys.readouterr().err
+
+
+def test_terms_says_why_a_structure_is_missing_for_a_modality(capsys):
+    code, _, err = run(["terms", "pancreas", "--modality", "pet"], capsys)
+    assert code == 2 and err == "SAT knows 'pancreas' for CT and MRI but not for PET.\n"

@@ -7,17 +7,24 @@ so `satsegment --help` and `satsegment terms` start fast. Exit codes come from `
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import math
+import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Iterator, Sequence, TextIO
 
 from . import __version__
 from .errors import CancelledError, InputError, SATSegmentError
 
 EPILOG = ("Exit codes: 0 ok, 1 internal error, 2 bad input, 3 unknown prompt, 4 model missing or corrupt, "
-          "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled.")
+          "5 out of memory, 6 download failed, 7 device unavailable, 130 cancelled (Ctrl+C or SIGTERM).")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a Unix tool whose reader went away
 
 
 MAX_MEMORY_HELP = ("memory the run may use on its device (GPU memory on CUDA, RAM on CPU), e.g. 4.5GB or 3GiB; "
@@ -36,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Persistent worker speaking JSON lines on stdin/stdout (docs/worker-protocol.md). "
                                             "Keeps the model loaded and caches the last volume's preprocessing and backbone features.",
                                 epilog=EPILOG)
-    serve.add_argument("--feature-cache-mb", type=float, default=None, metavar="MB",
+    serve.add_argument("--feature-cache-mb", type=megabytes, default=None, metavar="MB",
                        help="memory cap for cached backbone features of the last volume (default: 40%% of the RAM; 0 disables)")
     serve.add_argument("--max-memory", metavar="SIZE", help=MAX_MEMORY_HELP + " (for every job that sets no max_memory)")
     return parser
@@ -109,21 +116,78 @@ def _add_models(commands) -> None:
     path.add_argument("name", nargs="?", choices=["nano", "pro"], metavar="NAME", help="nano or pro")
 
 
+def megabytes(text: str) -> float:
+    """argparse type of a memory size in MB: a finite number, 0 or more (`nan`, `inf`, `-5` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of megabytes, 0 or more, not {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `satsegment` and `python -m SATSegmentLib`; returns the exit status."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # What the console cannot encode (a Japanese prompt on a cp1252 console) is printed as \x escapes,
+        # as Python does on stderr, instead of failing once the work is done.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows here, not in Python's flush at exit
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     json_errors = getattr(args, "progress", None) == "json"
     try:
-        return _COMMANDS[args.command](args)
+        with _sigterm_as_interrupt(args.command != "serve"):
+            return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return _report(CancelledError("Interrupted; nothing was written.", "Run the command again to restart (downloads resume)."), json_errors)
     except SATSegmentError as exc:
         return _report(exc, json_errors)
+    except BrokenPipeError:
+        raise  # not a bug: `main` ends quietly
     except Exception as exc:  # noqa: BLE001 - last resort: a readable message and exit 1, plus the traceback
         from .errors import as_user_error
 
         traceback.print_exc()
         return _report(as_user_error(exc), json_errors)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(enabled: bool) -> Iterator[None]:
+    """While a command runs, SIGTERM (`kill`, a batch scheduler, a closing terminal session) raises
+    KeyboardInterrupt like Ctrl+C, so temporary files are removed and the exit status is 130; by
+    default Python would die at once and leave them. Not for `serve`, whose jobs catch every exception."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stdout_closed() -> int:
+    """End quietly when the reader of stdout went away (`satsegment terms | head -1`), as Unix tools do:
+    no traceback, exit 141. stdout now points at os.devnull, so that Python's flush at exit does not
+    fail again (the Python documentation's recipe, signal module, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _report(exc: SATSegmentError, json_errors: bool) -> int:
@@ -156,7 +220,7 @@ def _segment(args) -> int:
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
         allow_free_text=args.allow_free_text, allow_download=args.download)
     if args.progress != "json":
-        result = Worker(feature_cache_mb=0).run(request, _print_event if args.progress == "text" else _print_warnings_only)
+        result = Worker(feature_cache_mb=0).run(request, TextProgress() if args.progress == "text" else _print_warnings_only)
         _print_summary(result)
         return 0
     events, sys.stdout = sys.stdout, sys.stderr  # stdout carries only the JSON events
@@ -172,19 +236,29 @@ def _read_prompts_file(path: str | None) -> list[str]:
     if not path:
         return []
     try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        lines = Path(path).expanduser().read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's byte order mark
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"Cannot read the prompts file {path}: {exc}.", "Give a UTF-8 text file with one prompt per line.") from exc
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _print_event(event: dict) -> None:
-    if event["event"] == "progress":
+class TextProgress:
+    """`--progress text`: one line per progress event on stderr, and the warnings. A stage repeating
+    its message (the vocabulary embedding reports every batch) is printed once."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, str] | None = None
+
+    def __call__(self, event: dict) -> None:
+        if event["event"] != "progress":
+            _print_warnings_only(event)
+            return
+        line = (event["stage"], event.get("message", ""))
+        if line == self._last:
+            return
+        self._last = line
         eta = f", about {event['eta']:.0f} s left" if event.get("eta") is not None else ""
-        print(f"[{event['fraction']:4.0%}] {event['stage']}: {event.get('message', '')} ({event['elapsed']:.0f} s{eta})",
-              file=sys.stderr)
-    else:
-        _print_warnings_only(event)
+        print(f"[{event['fraction']:4.0%}] {line[0]}: {line[1]} ({event['elapsed']:.0f} s{eta})", file=sys.stderr)
 
 
 def _print_warnings_only(event: dict) -> None:
@@ -219,13 +293,27 @@ def _terms(args) -> int:
     if args.json:
         _print_json({"terms": rows}, sys.stdout)
     elif not rows:
-        print(f"No SAT term matches '{args.query}'.", file=sys.stderr)
+        print(_no_match_message(args.query, args.modality), file=sys.stderr)
         return InputError.exit_code
     else:
         for row in rows:
             extra = f"  ({row['reason']})" if row.get("reason") else ""
             print(f"{row.get('display') or row['term']}\t{row.get('modality') or ''}{extra}")
     return 0
+
+
+def _no_match_message(query: str, modality: str | None) -> str:
+    """Why `terms QUERY --modality M` found nothing: when SAT knows the text for other modalities,
+    vocabulary.resolve's reason ("SAT knows 'pancreas' for CT and MRI but not for PET")."""
+    from . import vocabulary
+    from .errors import UnknownPromptError
+
+    if modality and vocabulary.complete(query, limit=1):
+        try:
+            vocabulary.resolve(query, modality)
+        except UnknownPromptError as exc:
+            return exc.message
+    return f"No SAT term matches '{query}'."
 
 
 # ---- models ------------------------------------------------------------------------------------

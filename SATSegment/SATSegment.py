@@ -354,8 +354,9 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         gpus = self._gpus
         text = (", ".join(_("{name} ({memory} GB)").format(name=g["name"], memory=g["memory_gb"]) for g in gpus)
                 if gpus else _("No CUDA GPU found: SAT will run on the CPU (minutes per scan)."))
-        warning = devices.memoryWarning(gpus, self.logic.modelInfo(self.ui.modelComboBox.currentData).get("gpu_memory_gb"))
-        self.ui.deviceInfoLabel.text = text + ("\n" + warning if warning else "")
+        info = self.logic.modelInfo(self.ui.modelComboBox.currentData)
+        needs = devices.memoryText(gpus, info.get("variant"), info.get("display_name", ""))
+        self.ui.deviceInfoLabel.text = text + ("\n" + needs if needs else "")
 
     # -- setup: dependencies and models ------------------------------------------------------------
 

@@ -23,12 +23,29 @@ def describeDevices() -> dict:
     return {"cuda": bool(gpus), "gpus": gpus, "torch": torch.__version__}
 
 
-def memoryWarning(gpus: list[dict], neededGb: float | None) -> str | None:
-    """A warning when the first GPU has less memory than the model needs, else None."""
-    if not gpus or not neededGb or gpus[0]["memory_gb"] >= neededGb:
-        return None
-    return (f"{gpus[0]['name']} has {gpus[0]['memory_gb']:g} GB; this model needs about {neededGb:g} GB on the GPU. "
-            "Draw an ROI, choose SAT-Nano, or run on the CPU (slower) if it runs out of memory.")
+def memoryNeeds(variant: str) -> dict:
+    """Memory one window of `variant` needs (decimal GB, from SATSegmentLib's estimator; no torch needed):
+    on the GPU (fp16) with the leanest and the fastest plan, and in RAM on the CPU (fp32)."""
+    from SATSegmentLib.model import SATConfig
+    from SATSegmentLib.model.memory import estimate_run, plans_for
+
+    config = SATConfig.for_variant(variant)
+    gpu = [estimate_run(config, plan, "cuda", "fp16", 1).needed for plan in plans_for("cuda")]
+    cpu = min(estimate_run(config, plan, "cpu", "fp32", 1).needed for plan in plans_for("cpu"))
+    return {"gpu_gb": min(gpu) / 1e9, "gpu_fastest_gb": gpu[0] / 1e9, "cpu_gb": cpu / 1e9}
+
+
+def memoryText(gpus: list[dict], variant: str | None, displayName: str) -> str:
+    """What the chosen model needs, and a warning when the first GPU is too small for it."""
+    if not variant:
+        return ""
+    needs = memoryNeeds(variant)
+    text = (f"{displayName} needs about {needs['gpu_gb']:.1f} GB of GPU memory ({needs['gpu_fastest_gb']:.1f} GB for the "
+            f"fastest plan) or {needs['cpu_gb']:.1f} GB of RAM on the CPU.")
+    if gpus and gpus[0]["memory_gb"] * 2**30 / 1e9 < needs["gpu_gb"]:
+        text += (f" {gpus[0]['name']} has {gpus[0]['memory_gb']:g} GB: with Automatic, SAT runs on the CPU (slower); "
+                 "an ROI does not reduce the memory of one window.")
+    return text
 
 
 if __name__ == "__main__":

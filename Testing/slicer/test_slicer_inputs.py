@@ -78,13 +78,19 @@ def test_requirements_are_checked_without_importing(tmp_path, monkeypatch):
     assert dependencies.torchMissing() is False  # torch 2.x is installed here
 
 
-def test_device_description_and_gpu_memory_warning():
+def test_device_description_and_memory_needs_next_to_the_device_choice():
+    from SATSegmentLib.model import SATConfig
+    from SATSegmentLib.model.memory import BackbonePlan, estimate_run
     from SATSegmentSlicerLib import devices
 
     described = devices.describeDevices()
     assert described["torch"] and described["cuda"] is bool(described["gpus"])
-    small = [{"name": "GeForce RTX 3060", "memory_gb": 12.0}]
-    warning = devices.memoryWarning(small, 24)
-    assert "GeForce RTX 3060" in warning and "12" in warning and "24" in warning and "ROI" in warning
-    assert devices.memoryWarning([{"name": "A100", "memory_gb": 80.0}], 24) is None
-    assert devices.memoryWarning([], 24) is None and devices.memoryWarning(small, None) is None
+    needs = devices.memoryNeeds("pro")
+    lean_gpu = estimate_run(SATConfig.pro(), BackbonePlan.lean(8), "cuda", "fp16", 1).needed / 1e9
+    assert needs["gpu_gb"] == pytest.approx(lean_gpu) and needs["gpu_gb"] < needs["gpu_fastest_gb"] < 34
+    small = [{"name": "Quadro P1000", "memory_gb": 4.0}]
+    text = devices.memoryText(small, "pro", "SAT-Pro")
+    assert f"{needs['gpu_gb']:.1f} GB of GPU memory" in text and f"{needs['cpu_gb']:.1f} GB of RAM" in text
+    assert "Quadro P1000 has 4 GB" in text and "CPU" in text
+    assert "has" not in devices.memoryText([{"name": "RTX 3060", "memory_gb": 12.0}], "pro", "SAT-Pro")
+    assert devices.memoryText(small, None, "my folder") == ""

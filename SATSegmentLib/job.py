@@ -117,7 +117,7 @@ class Worker:
             warn(warning, [])
         if terms is None:
             terms = resolve_prompts(prompts, modality, request.allow_free_text, warn)
-        split_paths(request.split_dir, terms, request.overwrite)  # existing split files: refuse before any compute
+        split_paths(request.split_dir, terms, request.overwrite, protect=(request.input,))  # existing split files: refuse before any compute
         unique_terms = list(dict.fromkeys(terms.values()))
         run = self._plan(request, source, device, max_memory, len(unique_terms), image, meta)
         for warning in run.warnings:
@@ -132,7 +132,7 @@ class Worker:
         _check_cancel(cancel)
         progress("write", 0, 1, "writing outputs")
         specs = [segment_spec(prompt, term, source.label) for prompt, term in terms.items()]
-        written = write_job_outputs(output, split_paths(request.split_dir, terms, request.overwrite), result.masks,
+        written = write_job_outputs(output, split_paths(request.split_dir, terms, request.overwrite, protect=(request.input,)), result.masks,
                                     result.reference, specs, request.overwrite)
         progress("write", 1, 1, "done")
         segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
@@ -222,7 +222,7 @@ def _check_device(name: str, precision: str):
 def _check_outputs(request: SegmentRequest) -> Path:
     from .outputs import check_output_dir, check_output_path
 
-    output = check_output_path(request.output, request.overwrite)
+    output = check_output_path(request.output, request.overwrite, protect=(request.input,))
     if request.split_dir:
         check_output_dir(request.split_dir, create=True)
     return output

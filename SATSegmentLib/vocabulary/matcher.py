@@ -148,7 +148,7 @@ class _Collector:
             mods = self.catalog[term].modalities
             if self.modality is not None:
                 mods = (self.modality,)
-            display = term if text == term else f"{term} ({text})"
+            display = term if text == term or f"({text})" in term else f"{term} ({text})"
             out.append(Suggestion(term, display, mods, reason, round(score, 3), text))
         return out
 
@@ -252,7 +252,8 @@ def resolve(prompt: str, modality: str) -> str:
     idx = index()
     q = query_words(prompt, idx)
     if not q:
-        raise UnknownPromptError("The prompt is empty.", hint="Type an anatomy or lesion name, e.g. 'liver'.")
+        raise UnknownPromptError(f"'{prompt}' has no letters or digits of SAT's vocabulary, which is in English.",
+                                 hint="Type an English anatomy or lesion name, e.g. 'liver'.")
     entries = _exact_terms(idx, q)
     typo = False
     variants = None

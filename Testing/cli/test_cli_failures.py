@@ -82,7 +82,6 @@ def test_split_dir_that_is_a_file_is_named_a_file(ct_path, out_dir, capsys):
     assert code == 2 and f"The output folder {out_dir / 'masks'} is a file, not a folder." in err
 
 
-@pytest.mark.xfail(strict=True, reason="wired by the lead in job.py")
 def test_output_that_is_the_input_scan_is_refused(tmp_path, out_dir, volume_writer, tiny_model_dir, capsys):
     write_volume, ct_like = volume_writer
     scan = write_volume(out_dir / "scan.seg.nrrd", ct_like())

@@ -171,3 +171,14 @@ def test_suggestion_says_why():
     assert complete("IVC", "ct")[0].reason == "abbreviation"
     assert complete("vertebrae_L3", "ct")[0].reason == "TotalSegmentator"
     assert complete("pancraes", "ct")[0].reason == "typo"
+
+
+def test_display_names_the_typed_alias_once():
+    assert [s.display for s in complete("L3", "ct", limit=1)] == ["lumbar vertebrae 3 (l3)"]
+
+
+@pytest.mark.parametrize("prompt", ["肝臓", ".", "—"])
+def test_text_without_latin_letters_is_unknown_not_empty(prompt):
+    with pytest.raises(UnknownPromptError, match="English") as err:
+        resolve(prompt, "ct")
+    assert "empty" not in err.value.message

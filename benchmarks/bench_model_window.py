@@ -1,64 +1,155 @@
-"""Time one full-size SAT window on this machine: backbone (`encode_image`) and prompt decoding.
+"""One full-size SAT window per backbone plan, side by side: seconds, memory, the estimator's figure, exactness.
 
-Writes a random-weight model folder in the official layout (or reuses `--model`), loads it through
-the real loader, runs one (1, 3, 288, 288, 96) window and prints seconds and peak RSS. Heavy
-(~14 GB for SAT-Nano on CPU): run it as
-    flock /tmp/heavy.lock env OMP_NUM_THREADS=2 python benchmarks/bench_model_window.py
+Each (variant, plan, precision) runs in its own child process, so peak RSS belongs to that run alone.
+The model has random weights in the exact architecture; the window is a fixed-seed (1, 3, 288, 288, 96)
+input. Printed per run: backbone seconds (1st and 2nd call), decode seconds for 1 and 50 prompts,
+peak RSS of the child (CPU) or `torch.cuda.max_memory_allocated` (CUDA), the estimator's prediction
+(`model.memory.estimate_run`), and, against the first plan listed, max |Δ logits| and the minimum Dice
+of 8 prompts' masks. Heavy (up to ~11 GB RSS for SAT-Nano's plain plan on CPU); run it alone:
+
+    flock /tmp/heavy.lock env OMP_NUM_THREADS=2 python benchmarks/bench_model_window.py --variant nano
+    flock /tmp/heavy.lock env OMP_NUM_THREADS=2 python benchmarks/bench_model_window.py --variant pro --plans lean
+    python benchmarks/bench_model_window.py --device cuda --variant nano pro --precision fp16 fp32
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
-
-from SATSegmentLib.model import SATConfig, autocast, load_model_folder
-from SATSegmentLib.model.testing import write_random_model_folder
+WORK = Path("/tmp/satsegment-bench-window")
+PLANS = {"plain": "plain", "lean": "lean"}
 
 
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2  # ru_maxrss is in KiB on Linux
+def child(variant: str, plan_name: str, precision: str, device: str, reference: str | None) -> dict:
+    """Run one window in this process and return the measurements."""
+    import torch
 
+    from SATSegmentLib.model import SATConfig, autocast
+    from SATSegmentLib.model.memory import PLAIN, BackbonePlan, estimate_run
+    from SATSegmentLib.model.sat import SATModel
 
-def timed(label: str, fn):
-    start = time.perf_counter()
+    config = SATConfig.for_variant(variant)
+    plan = PLAIN if plan_name == "plain" else BackbonePlan.lean()
+    device = torch.device(device)
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = SATModel(config)
+    model = model.to_empty(device=device)
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        out = fn()
-    print(f"{label:<28s} {time.perf_counter() - start:8.2f} s   peak RSS {peak_rss_gb():6.2f} GB", flush=True)
-    return out
+        for p in model.parameters():  # small random weights: activations stay in range at every depth
+            p.copy_((torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5)).to(device))
+    model.reset_positional_encoding()
+    model.eval()
+    x = torch.randn(1, 3, *config.patch_size, generator=torch.Generator().manual_seed(1)).to(device)
+    queries = torch.randn(50, config.query_dim, generator=torch.Generator().manual_seed(2)).to(device)
+    result = {"variant": variant, "plan": str(plan), "precision": precision, "device": str(device),
+              "estimate_gb": estimate_run(config, plan, device.type, precision, 50).needed / 1e9}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        result["gpu"] = torch.cuda.get_device_name(device)
+    with torch.inference_mode(), autocast(device, precision):
+        seconds = []
+        for _ in range(2):
+            features = None
+            _sync(device)
+            tic = time.perf_counter()
+            features = model.encode_image(x, plan)
+            _sync(device)
+            seconds.append(time.perf_counter() - tic)
+        result["backbone_s"] = seconds
+        for n in (1, 50):
+            tic = time.perf_counter()
+            logits = model.decode(features, queries[:n])
+            _sync(device)
+            result[f"decode_{n}_s"] = time.perf_counter() - tic
+        logits = model.decode(features, queries[:8]).float().cpu()
+    if device.type == "cuda":
+        result["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    WORK.mkdir(parents=True, exist_ok=True)
+    mine = WORK / f"{variant}-{plan_name}-{precision}-{device.type}.pt"
+    torch.save(logits, mine)
+    if reference:
+        ref = torch.load(reference)
+        result["max_abs_logits_vs_reference"] = float((logits - ref).abs().max())
+        a, b = logits > 0, ref > 0
+        dice = 2 * (a & b).sum((1, 2, 3, 4)) / (a.sum((1, 2, 3, 4)) + b.sum((1, 2, 3, 4))).clamp(min=1)
+        result["min_dice_vs_reference"] = float(dice.min())
+    result["logits_file"] = str(mine)
+    return result
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="nano", choices=["nano", "pro", "tiny"])
-    parser.add_argument("--model", type=Path, help="existing model folder (default: write random weights)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
-    parser.add_argument("--prompts", type=int, nargs="+", default=[1, 50])
+    parser.add_argument("--variant", nargs="+", default=["nano"], choices=["nano", "pro", "tiny"])
+    parser.add_argument("--plans", nargs="+", default=["plain", "lean"], choices=list(PLANS),
+                        help="the first one is the reference for exactness")
+    parser.add_argument("--precision", nargs="+", default=None, help="default: fp32 on CPU, fp16 and fp32 on CUDA")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child", nargs=5, metavar=("VARIANT", "PLAN", "PRECISION", "DEVICE", "REFERENCE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        variant, plan, precision, device, reference = args.child
+        print(json.dumps(child(variant, plan, precision, device, reference if reference != "-" else None)))
+        return
+    precisions = args.precision or (["fp16", "fp32"] if args.device.startswith("cuda") else ["fp32"])
+    rows = []
+    for variant in args.variant:
+        for precision in precisions:
+            reference = "-"
+            for plan in args.plans:
+                done = subprocess.run([sys.executable, __file__, "--child", variant, plan, precision, args.device,
+                                       reference], capture_output=True, text=True)
+                if done.returncode != 0:
+                    print(f"{variant} {plan} {precision}: failed\n{done.stderr[-2000:]}", flush=True)
+                    continue
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                reference = reference if reference != "-" else row["logits_file"]
+                rows.append(row)
+                _print_row(row)
+    _print_machine()
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, variant {args.variant}")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = args.model
-        if folder is None:
-            folder = timed("write random model folder", lambda: write_random_model_folder(
-                Path(tmp) / "model", SATConfig.for_variant(args.variant)))
-        loaded = timed("load model folder", lambda: load_model_folder(folder, args.device, cache_dir=tmp))
-        cfg = loaded.config
-        print(f"window 1x3x{'x'.join(map(str, cfg.patch_size))}, device {loaded.device}, {args.precision}")
-        image = torch.randn(1, 3, *cfg.patch_size, device=loaded.device)
-        queries = timed(f"embed {max(args.prompts)} prompts (text enc.)",
-                        lambda: loaded.embed([f"structure {i}" for i in range(max(args.prompts))], "ct"))
-        with autocast(loaded.device, args.precision):
-            features = timed("encode_image (backbone)", lambda: loaded.model.encode_image(image))
-            print(f"  image features: {features.nbytes / 1024 ** 3:.2f} GB")
-            for n in args.prompts:
-                logits = timed(f"decode {n} prompt(s)", lambda: loaded.model.decode(features, queries[:n]))
-                del logits
+
+def _print_row(row: dict) -> None:
+    memory = (f"max_memory_allocated {row['max_memory_allocated_gb']:.2f} GB" if "max_memory_allocated_gb" in row
+              else f"peak RSS {row['peak_rss_gb']:.2f} GB")
+    exact = (f", vs first plan: max|Δlogits| {row['max_abs_logits_vs_reference']:.1e}, "
+             f"min Dice {row['min_dice_vs_reference']:.6f}" if "min_dice_vs_reference" in row else "")
+    print(f"{row['variant']:5s} {row['plan']:20s} {row['precision']} {row['device']}: backbone "
+          f"{row['backbone_s'][0]:.1f} s / {row['backbone_s'][1]:.1f} s (1st/2nd), decode 1/50 prompts "
+          f"{row['decode_1_s']:.2f}/{row['decode_50_s']:.2f} s, {memory}, estimate {row['estimate_gb']:.2f} GB{exact}",
+          flush=True)
+
+
+def _print_machine() -> None:
+    import platform
+
+    import torch
+
+    flags = ""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+        wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+        flags = f"{model}; " + " ".join(f for f in wanted if f" {f} " in cpuinfo)
+    except (OSError, StopIteration):
+        pass
+    print(f"machine: {platform.machine()}, {flags}, torch {torch.__version__}, threads {torch.get_num_threads()}")
 
 
 if __name__ == "__main__":

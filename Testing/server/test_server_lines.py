@@ -44,6 +44,12 @@ def test_blank_lines_get_no_reply(ask):
     assert [reply["id"] for reply in ask(b"", b"   ", b"\r", b"\t \r", PING)] == ["after"]
 
 
+@pytest.mark.parametrize("extra, event", [(0, "pong"), (1, "error")])
+def test_the_line_limit_is_exact(ask, extra, event):
+    ping = b'{"type": "ping", "id": "1"}'
+    assert ask(ping.ljust(server.MAX_LINE_BYTES + extra))[0]["event"] == event
+
+
 def test_an_over_long_line_is_refused_in_bounded_memory(session):
     chunk = b"[" * 2**16
     tracemalloc.start()

@@ -32,7 +32,7 @@ def test_an_unacceptable_id_is_named_exactly(ask, line, message):
     assert error["id"] is None and error["message"] == message
 
 
-@pytest.mark.parametrize("request_id", ["a", "π-日本", 0, -5, 2**53 - 1])
+@pytest.mark.parametrize("request_id", ["a", "π-日本", "\ud800", 0, -5, 2**53 - 1])
 def test_an_acceptable_id_is_echoed_exactly(ask, request_id):
     assert ask({"type": "ping", "id": request_id})[0] == {"event": "pong", "id": request_id, "version": server.__version__, "busy": None}
 

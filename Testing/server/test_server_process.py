@@ -10,30 +10,37 @@ import sys
 import threading
 import time
 
-import numpy as np
 import pytest
 import slicerio
 
 
 class WorkerProcess:
-    """A `python -m SATSegmentLib serve` child with a thread collecting its JSON replies."""
+    """A `python -m SATSegmentLib serve` child with threads collecting its JSON replies and its stderr.
+
+    The pipes are binary, so that the tests see the bytes the worker reads and writes."""
 
     def __init__(self, env: dict, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "SATSegmentLib", "serve", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.events: queue.Queue = queue.Queue()
-        self.non_json: list[str] = []
+        self.stdout: list[bytes] = []
+        self.non_json: list[bytes] = []
+        self.stderr: list[bytes] = []
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.proc.stderr), daemon=True).start()
 
     def _read(self) -> None:
         for line in self.proc.stdout:
+            self.stdout.append(line)
             try:
                 self.events.put(json.loads(line))
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON, or not UTF-8
                 self.non_json.append(line)
 
-    def send(self, message) -> None:
-        self.proc.stdin.write((message if isinstance(message, str) else json.dumps(message)) + "\n")
+    def send(self, message: dict | str | bytes) -> None:
+        """Write one request line: a dict as JSON, a str as UTF-8, bytes as they are."""
+        data = message if isinstance(message, bytes) else (message if isinstance(message, str) else json.dumps(message)).encode()
+        self.proc.stdin.write(data + b"\n")
         self.proc.stdin.flush()
 
     def next(self, timeout: float = 120) -> dict:
@@ -53,6 +60,20 @@ class WorkerProcess:
 def env(tmp_path):
     return {**os.environ, "SATSEGMENT_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
             "SATSEGMENT_MODEL_URL_BASE": "http://127.0.0.1:9"}
+
+
+@pytest.fixture
+def spawn(env):
+    """`spawn(**extra_env)` starts a worker; those still running when the test ends are killed."""
+    workers = []
+
+    def spawn(**extra_env: str) -> WorkerProcess:
+        workers.append(WorkerProcess({**env, **extra_env}))
+        return workers[-1]
+    yield spawn
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
 
 
 def _final(job_id):
@@ -149,3 +170,42 @@ def test_end_of_input_shuts_down(env):
     worker.proc.stdin.close()
     assert worker.next() == {"event": "bye", "id": None}
     assert worker.proc.wait(timeout=30) == 0
+
+
+POISON_LINES = {
+    "type is a list": b'{"type": ["ping"], "id": "t"}',
+    "type is an object": b'{"type": {"ping": 1}, "id": "t"}',
+    "100,000 nested brackets": b"[" * 100_000,
+    "an integer of 5,000 digits": b'{"type": "ping", "id": ' + b"1" * 5000 + b"}",
+    "cancel target is a list": b'{"type": "cancel", "id": "c", "target": [1]}',
+    "invalid UTF-8": b'{"type": "ping", "id": "\xff"}',
+}
+
+
+@pytest.mark.parametrize("line", POISON_LINES.values(), ids=POISON_LINES.keys())
+def test_a_poison_line_gets_an_error_and_the_worker_carries_on(spawn, line):
+    worker = spawn()
+    worker.send(line)
+    worker.send({"type": "ping", "id": "after"})
+    assert worker.next(timeout=15)["event"] == "error"
+    assert worker.next(timeout=15)["id"] == "after"
+    worker.proc.stdin.close()
+    assert worker.next(timeout=15) == {"event": "bye", "id": None}
+    assert worker.proc.wait(timeout=30) == 0
+
+
+def test_non_ascii_round_trips_whatever_the_locale(spawn, tmp_path):
+    worker = spawn(PYTHONIOENCODING="latin-1", PYTHONUTF8="0", LC_ALL="C")
+    name = "π-ü-日本"
+    worker.send(f'{{"type": "ping", "id": "{name}"}}')  # raw UTF-8
+    worker.send({"type": "ping", "id": name})  # \u escapes
+    output = str(tmp_path / f"{name}.nrrd")  # the wrong suffix: the job refuses it, naming the path
+    worker.send({"type": "segment", "id": name + "-1", "input": "in.nii.gz", "prompts": ["liver"], "output": output})
+    worker.send({"type": "segment", "id": name + "-2", "input": "in.nii.gz", "prompts": [name * 30], "output": output})
+    pongs = [worker.next(timeout=15), worker.next(timeout=15)]
+    assert [(pong["event"], pong["id"]) for pong in pongs] == [("pong", name)] * 2
+    errors = {event["id"]: event for event in worker.until(lambda e: e["id"] == name + "-2" and e["event"] == "error", timeout=60)}
+    assert output in errors[name + "-1"]["message"] and name in errors[name + "-2"]["message"]
+    worker.proc.stdin.close()
+    assert worker.proc.wait(timeout=30) == 0
+    assert all(line.isascii() for line in worker.stdout)

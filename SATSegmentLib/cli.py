@@ -203,7 +203,7 @@ def _report(exc: SATSegmentError, json_errors: bool) -> int:
 
 
 def _print_json(event: dict, stream: TextIO) -> None:
-    stream.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+    stream.write(json.dumps(event, ensure_ascii=True, default=str) + "\n")
     stream.flush()
 
 

@@ -1,6 +1,6 @@
 """Cold `satsegment segment` vs the worker's first request vs a follow-up with 3 new prompts on the same volume.
 
-Full-size SAT-Nano with random weights (the released weights cannot be downloaded here; the compute is
+Full-size SAT-Nano (or `--variant pro`) with random weights (the released weights cannot be downloaded here; the compute is
 the same), CPU, the TotalSegmentator example CT. Goal: the follow-up costs under 5 % of the first request,
 because the worker reuses the preprocessed volume and the backbone features (only the cheap decoder runs).
 
@@ -28,14 +28,14 @@ FIRST_PROMPTS = ["liver"]
 FOLLOW_UP_PROMPTS = ["spleen", "left kidney", "aorta"]
 
 
-def make_model(folder: Path) -> Path:
-    """A full-size SAT-Nano model folder with random weights in the official layout."""
+def make_model(folder: Path, variant: str) -> Path:
+    """A full-size model folder of `variant` with random weights in the official layout."""
     from SATSegmentLib.model import SATConfig
     from SATSegmentLib.model.testing import write_random_model_folder
 
     if not (folder / "sat_config.json").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        write_random_model_folder(folder, SATConfig.nano(), seed=0)
+        write_random_model_folder(folder, SATConfig.for_variant(variant), seed=0)
     return folder
 
 
@@ -70,14 +70,15 @@ class Worker:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
-    parser.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "satsegment-bench-nano")
+    parser.add_argument("--variant", default="nano", choices=["nano", "pro"])
+    parser.add_argument("--model-dir", type=Path, help="default: a random-weight model folder in the temp folder")
     parser.add_argument("--feature-cache-mb", type=float, default=None,
                         help="the worker's feature-cache cap (default: the worker's own default, 40%% of the RAM)")
     parser.add_argument("--skip-cold", action="store_true", help="only measure the worker")
     args = parser.parse_args()
-    model = make_model(args.model_dir)
+    model = make_model(args.model_dir or Path(tempfile.gettempdir()) / f"satsegment-bench-{args.variant}", args.variant)
     out = Path(tempfile.mkdtemp(prefix="satsegment-bench-"))
-    figures: dict = {"image": str(args.image), "threads": os.environ.get("OMP_NUM_THREADS"), "feature_cache_mb": args.feature_cache_mb}
+    figures: dict = {"variant": args.variant, "image": str(args.image), "threads": os.environ.get("OMP_NUM_THREADS"), "feature_cache_mb": args.feature_cache_mb}
     if not args.skip_cold:
         figures["cold_segment_s"] = round(cold_run(args.image, model, out), 1)
         print(f"cold `satsegment segment` ({len(FIRST_PROMPTS)} prompt): {figures['cold_segment_s']} s", flush=True)
@@ -92,7 +93,8 @@ def main() -> None:
         figures[f"{key}_request_s"] = round(seconds, 1)
         figures[f"{key}_timings"] = reply["timings"]
         figures[f"{key}_cache"] = reply["cache"]
-        print(f"worker {key} request ({len(prompts)} prompts): {seconds:.1f} s  cache={reply['cache']}", flush=True)
+        print(f"worker {key} request ({len(prompts)} prompts): {seconds:.1f} s  cache={reply['cache']}  "
+              f"memory={reply['memory']}  timings={reply['timings']}", flush=True)
     worker.request({"type": "shutdown", "id": "bye"})
     worker.proc.wait(timeout=120)
     figures["follow_up_over_first"] = round(figures["follow_up_request_s"] / figures["first_request_s"], 4)

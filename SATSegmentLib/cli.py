@@ -322,10 +322,15 @@ def _models(args) -> int:
     from . import modelstore
 
     if args.action == "list":
+        from .model import SATConfig
+        from .model.memory import window_needs
+
         for row in modelstore.list_models():
             state = "installed" if row.installed else "not installed"
+            needs = window_needs(SATConfig.for_variant(modelstore.entry(row.name)["variant"]))
             print(f"{row.name:<6} {row.display_name:<9} {state:<14} {row.size_bytes / 1e9:5.1f} GB  "
-                  f"GPU ~{row.gpu_memory_gb:g} GB  {row.path}")
+                  f"needs {needs['gpu_gb']:.1f} GB GPU (fp16) or {needs['cpu_gb']:.1f} GB RAM "
+                  f"(official code: ~{row.gpu_memory_gb:g} GB GPU)  {row.path}")
         print(f"\n{modelstore.licence_note()}")
     elif args.action == "download":
         print(modelstore.licence_note(), file=sys.stderr)

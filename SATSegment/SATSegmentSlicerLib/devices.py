@@ -24,15 +24,11 @@ def describeDevices() -> dict:
 
 
 def memoryNeeds(variant: str) -> dict:
-    """Memory one window of `variant` needs (decimal GB, from SATSegmentLib's estimator; no torch needed):
-    on the GPU (fp16) with the leanest and the fastest plan, and in RAM on the CPU (fp32)."""
+    """Memory one window of `variant` needs (decimal GB, SATSegmentLib's estimate; no torch needed)."""
     from SATSegmentLib.model import SATConfig
-    from SATSegmentLib.model.memory import estimate_run, plans_for
+    from SATSegmentLib.model.memory import window_needs
 
-    config = SATConfig.for_variant(variant)
-    gpu = [estimate_run(config, plan, "cuda", "fp16", 1).needed for plan in plans_for("cuda")]
-    cpu = min(estimate_run(config, plan, "cpu", "fp32", 1).needed for plan in plans_for("cpu"))
-    return {"gpu_gb": min(gpu) / 1e9, "gpu_fastest_gb": gpu[0] / 1e9, "cpu_gb": cpu / 1e9}
+    return window_needs(SATConfig.for_variant(variant))
 
 
 def memoryText(gpus: list[dict], variant: str | None, displayName: str) -> str:

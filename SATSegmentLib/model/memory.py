@@ -378,3 +378,11 @@ def choose_plan(config: SATConfig, device_type: str, precision: str, prompts: in
     estimates = [estimate_run(config, plan, device_type, precision, prompts, volume) for plan in plans_for(device_type)]
     fitting = next((e for e in estimates if e.needed <= budget), None)
     return fitting, min(estimates, key=lambda e: e.needed)
+
+
+def window_needs(config: SATConfig) -> dict[str, float]:
+    """What one window needs, in decimal GB: GPU memory in fp16 with the leanest and the fastest plan, and RAM
+    on the CPU in fp32 (for `models list` and the Slicer module's device line)."""
+    gpu = [estimate_run(config, plan, "cuda", "fp16", 1).needed for plan in plans_for("cuda")]
+    cpu = min(estimate_run(config, plan, "cpu", "fp32", 1).needed for plan in plans_for("cpu"))
+    return {"gpu_gb": min(gpu) / 1e9, "gpu_fastest_gb": gpu[0] / 1e9, "cpu_gb": cpu / 1e9}

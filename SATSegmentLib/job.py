@@ -104,15 +104,16 @@ class Worker:
         prompts = check_prompts(request.prompts)
         output = _check_outputs(request)
         max_memory = parse_size(request.max_memory) if request.max_memory is not None else self.max_memory
-        device = _check_device(request.device, request.precision)
-        source = request.model_source()  # fails fast; a download waits for a valid image
         terms = None
-        if request.modality in MODALITIES:  # fail fast on prompts before reading a large image
+        if request.modality in MODALITIES:  # fail fast on prompts, before torch is even imported
             terms = resolve_prompts(prompts, request.modality, request.allow_free_text, warn)
+        source = request.model_source()  # fails fast; a download waits for a valid image
         image, meta = self._read(request.input, request.series)
         for note in meta.get("notes", []):
             warn(note, [])
         modality = resolve_modality(request.modality, meta)
+        _check_image_content(image, meta, request.roi)
+        device = _check_device(request.device, request.precision)  # the first step that imports torch
         for warning in modality_warnings(modality, meta, _array_view(image)):
             warn(warning, [])
         if terms is None:
@@ -226,6 +227,15 @@ def _check_outputs(request: SegmentRequest) -> Path:
     if request.split_dir:
         check_output_dir(request.split_dir, create=True)
     return output
+
+
+def _check_image_content(image, meta: dict, roi: list[float] | None) -> None:
+    """What can be refused from the image alone before the model loads: no foreground, an ROI outside it."""
+    from .preprocess import check_foreground, check_roi_overlaps
+
+    check_foreground(_array_view(image))
+    if roi is not None:
+        check_roi_overlaps(roi, meta["ras_affine"], image.GetSize())
 
 
 def _segment_summary(prompt: str, term: str, result) -> dict:

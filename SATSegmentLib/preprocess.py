@@ -150,13 +150,30 @@ def foreground_box(array: np.ndarray) -> tuple[tuple[int, int, int], tuple[int, 
     """Bounding box [start, stop) of voxels > 0 (MONAI's `CropForeground` default, margin 0)."""
     from monai.transforms.utils import generate_spatial_bounding_box
 
-    if not (array > 0).any():
-        raise InputError(
-            "The image has no voxel above 0 after resampling, so SAT's foreground crop is empty.",
-            "SAT expects CT in Hounsfield units or MR/PET with a positive signal; check the intensities and rescale slope.",
-        )
+    check_foreground(array)
     start, stop = generate_spatial_bounding_box(array[None])
     return tuple(int(v) for v in start), tuple(int(v) for v in stop)
+
+
+def check_foreground(array: np.ndarray) -> None:
+    """Refuse an image without a voxel above 0: SAT's foreground crop would be empty. Resampling cannot
+    create such a voxel, so the input image can be checked before any heavy work."""
+    if not (np.asarray(array) > 0).any():
+        raise InputError(
+            "The image has no voxel above 0, so SAT's foreground crop (voxels > 0) is empty.",
+            "SAT expects CT in Hounsfield units or MR/PET with a positive signal; check the intensities and rescale slope.",
+        )
+
+
+def check_roi_overlaps(roi_ras: Sequence[float], ras_affine: np.ndarray, size: Sequence[int]) -> None:
+    """Refuse an ROI that is not six finite numbers or lies outside the image (its voxel box, in RAS mm)."""
+    lo, hi = _roi_corners(roi_ras)
+    corners = np.array([[i, j, k, 1.0] for i in (-0.5, size[0] - 0.5) for j in (-0.5, size[1] - 0.5)
+                        for k in (-0.5, size[2] - 0.5)]).T
+    ras = (np.asarray(ras_affine) @ corners)[:3]
+    if (hi <= ras.min(axis=1)).any() or (lo >= ras.max(axis=1)).any():
+        raise InputError(f"The ROI {tuple(roi_ras)} (RAS mm) lies outside the image.",
+                         "Give the ROI corners in RAS millimetres, inside the image (Slicer shows RAS coordinates).")
 
 
 def normalise(array: np.ndarray, modality: str) -> np.ndarray:

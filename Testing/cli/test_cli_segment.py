@@ -164,12 +164,13 @@ def test_existing_output_is_kept(ct_path, out_dir, capsys):
     assert existing.read_text() == "precious"
 
 
-def test_cuda_on_cpu_machine_exit_7(ct_path, out_dir, capsys):
+def test_cuda_on_cpu_machine_exit_7(ct_path, out_dir, tiny_model_dir, capsys):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "ct", "--device", "cuda"], capsys)
+    code, _, err = run(["segment", ct_path, "-p", "liver", "-o", out_dir / "r.seg.nrrd", "--modality", "ct", "--device", "cuda",
+                        "--model", tiny_model_dir], capsys)
     assert code == 7 and "--device cpu" in err
     assert_nothing_written(out_dir)
 

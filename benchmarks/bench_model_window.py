@@ -3,8 +3,9 @@
 Each (variant, plan, precision) runs in its own child process, so peak RSS belongs to that run alone.
 The model has random weights in the exact architecture; the window is a fixed-seed (1, 3, 288, 288, 96)
 input. Printed per run: backbone seconds (1st and 2nd call), decode seconds for 1 and 50 prompts,
-peak RSS of the child (CPU) or `torch.cuda.max_memory_allocated` (CUDA), the estimator's prediction
-(`model.memory.estimate_run`), and, against the first plan listed, max |Δ logits| and the minimum Dice
+peak RSS of the child (CPU) or `torch.cuda.max_memory_allocated` (CUDA) up to the end of the backbone
+(weights, window and backbone; the 50-prompt decode's logits are not the pipeline's chunked decoding),
+the estimator's prediction for the run (`model.memory.estimate_run`), and, against the first plan listed, max |Δ logits| and the minimum Dice
 of 8 prompts' masks. Heavy (up to ~11 GB RSS for SAT-Nano's plain plan on CPU); run it alone:
 
     flock /tmp/heavy.lock env OMP_NUM_THREADS=2 python benchmarks/bench_model_window.py --variant nano
@@ -64,15 +65,15 @@ def child(variant: str, plan_name: str, precision: str, device: str, reference: 
             _sync(device)
             seconds.append(time.perf_counter() - tic)
         result["backbone_s"] = seconds
-        for n in (1, 50):
+        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # before decoding
+        if device.type == "cuda":
+            result["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        for n in (1, 50):  # decode all at once (the pipeline decodes in chunks, blending as it goes)
             tic = time.perf_counter()
             logits = model.decode(features, queries[:n])
             _sync(device)
             result[f"decode_{n}_s"] = time.perf_counter() - tic
         logits = model.decode(features, queries[:8]).float().cpu()
-    if device.type == "cuda":
-        result["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     WORK.mkdir(parents=True, exist_ok=True)
     mine = WORK / f"{variant}-{plan_name}-{precision}-{device.type}.pt"
     torch.save(logits, mine)

@@ -32,14 +32,14 @@ def model_folder(variant: str) -> Path:
 
 
 def one_window_scan() -> Path:
-    """The example CT cut to at most 280 × 280 mm in-plane, so SAT's processed grid fits one window."""
+    """The example CT cut to at most 280 × 280 × 285 mm, so SAT's 1×1×3 mm grid fits one 288×288×96 window."""
     import SimpleITK as sitk
 
-    path = WORK / "one_window_ct.nii.gz"
+    path = WORK / "one_window_ct_v2.nii.gz"
     if not path.is_file():
         image = sitk.ReadImage(str(EXAMPLE))
-        size = [min(n, int(280 / s)) for n, s in zip(image.GetSize()[:2], image.GetSpacing()[:2])]
-        sitk.WriteImage(image[: size[0], : size[1], :], str(path))
+        size = [min(n, int(limit / s)) for n, s, limit in zip(image.GetSize(), image.GetSpacing(), (280, 280, 285))]
+        sitk.WriteImage(image[: size[0], : size[1], : size[2]], str(path))
     return path
 
 

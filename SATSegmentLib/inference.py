@@ -25,7 +25,8 @@ import torch
 
 from .errors import CancelledError
 from .model.device import autocast
-from .model.memory import DECODE_CHUNK_BYTES, BackbonePlan
+from .model.memory import DECODE_CHUNK_BYTES
+from .model.plans import BackbonePlan
 from .tiling import Window, gaussian_weights, sliding_windows
 
 ProgressCallback = Callable[[str, int, int, str], None]

@@ -24,7 +24,8 @@ import SimpleITK as sitk
 from .errors import InputError
 from .imageio import image_fingerprint, ras_affine_of, read_image, resolve_modality, validate_image
 from .inference import BlendedMasks, FeatureCache, ProgressCallback, check_cancel, run_sliding_window
-from .model.memory import BackbonePlan, RunEstimate, VolumeSize
+from .model.memory import RunEstimate, VolumeSize
+from .model.plans import BackbonePlan
 from .preprocess import (
     PreprocessedVolume,
     ProcessedGrid,

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from SATSegmentLib.model import SATConfig
-from SATSegmentLib.model.memory import BackbonePlan
+from SATSegmentLib.model.plans import BackbonePlan
 from SATSegmentLib.model.sat import ImageFeatures, SATModel
 from SATSegmentLib.model.testing import random_models
 

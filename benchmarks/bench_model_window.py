@@ -32,7 +32,8 @@ def child(variant: str, plan_name: str, precision: str, device: str, reference: 
     import torch
 
     from SATSegmentLib.model import SATConfig, autocast
-    from SATSegmentLib.model.memory import PLAIN, BackbonePlan, estimate_run
+    from SATSegmentLib.model.memory import estimate_run
+    from SATSegmentLib.model.plans import PLAIN, BackbonePlan
     from SATSegmentLib.model.sat import SATModel
 
     config = SATConfig.for_variant(variant)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .memory import slab_rows
+from .plans import slab_rows
 from .slabs import CHANNELS_LAST, MapSource, PendingNorm, TransposedConvSource, conv_pass, finalize_
 from .unet import Decoder, Encoder
 

@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import InputError
 from .config import SATConfig
 from .decoder import QueryDecoder, positional_encoding_3d
-from .memory import BackbonePlan
+from .plans import BackbonePlan
 from .slabs import avg_pool_blocks
 from .unet import PlainConvUNet
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .memory import slab_ranges
+from .plans import slab_ranges
 
 NEGATIVE_SLOPE = 0.01  # nn.LeakyReLU's default, as in the official blocks
 #: Maps are stored channels-last: rows along H are then contiguous, and oneDNN's 3D convs need no reorder.

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from SATSegmentLib.model import SATConfig
-from SATSegmentLib.model import memory
-from SATSegmentLib.model.memory import PLAIN, BackbonePlan, slab_ranges, slab_rows
+from SATSegmentLib.model import plans
+from SATSegmentLib.model.plans import PLAIN, BackbonePlan, slab_ranges, slab_rows
 from SATSegmentLib.model.slabs import Moments, avg_pool_blocks
 from SATSegmentLib.model.testing import random_models
 
@@ -26,7 +26,7 @@ def tiny_model():
 @pytest.fixture
 def small_slabs(monkeypatch):
     """Let slabs be as thin as the byte size says (the oneDNN row floor would make the tiny model's passes one slab)."""
-    monkeypatch.setattr(memory, "ONEDNN_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(plans, "ONEDNN_MIN_ELEMENTS", 0)
 
 
 def window(shape, seed=0):

@@ -6,16 +6,14 @@ import pytest
 import torch
 
 from SATSegmentLib.model import SATConfig
+from SATSegmentLib.model.backbone_memory import backbone_peak_bytes
 from SATSegmentLib.model.memory import (
-    PLAIN,
-    BackbonePlan,
-    backbone_peak_bytes,
     choose_plan,
     estimate_run,
-    plans_for,
     segmentation_parameters,
     text_encoder_parameters,
 )
+from SATSegmentLib.model.plans import PLAIN, BackbonePlan, plans_for
 from SATSegmentLib.model.sat import SATModel
 from SATSegmentLib.model.testing import peak_allocated_bytes, random_models
 from SATSegmentLib.model.text_encoder import TextEncoder

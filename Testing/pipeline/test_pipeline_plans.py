@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from SATSegmentLib.imageio import read_image
-from SATSegmentLib.model import memory
-from SATSegmentLib.model.memory import PLAIN, BackbonePlan
+from SATSegmentLib.model import plans
+from SATSegmentLib.model.plans import PLAIN, BackbonePlan
 from SATSegmentLib.pipeline import Segmenter
 from SATSegmentLib.preprocess import preprocess
 
@@ -18,7 +18,7 @@ LEAN = BackbonePlan("lean", 1_000_000)  # several slabs per full-resolution pass
 
 @pytest.fixture
 def small_slabs(monkeypatch):
-    monkeypatch.setattr(memory, "ONEDNN_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(plans, "ONEDNN_MIN_ELEMENTS", 0)
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,8 @@ def test_requirements_are_checked_without_importing(tmp_path, monkeypatch):
 
 def test_device_description_and_memory_needs_next_to_the_device_choice():
     from SATSegmentLib.model import SATConfig
-    from SATSegmentLib.model.memory import BackbonePlan, estimate_run
+    from SATSegmentLib.model.memory import estimate_run
+    from SATSegmentLib.model.plans import BackbonePlan
     from SATSegmentSlicerLib import devices
 
     described = devices.describeDevices()

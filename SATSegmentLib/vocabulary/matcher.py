@@ -238,6 +238,15 @@ def _modality_list(mods: tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _no_words_error(prompt: str) -> UnknownPromptError:
+    """Why a prompt gave no query words: it is empty (or only punctuation), or written in another script."""
+    if not any(ch.isalnum() for ch in prompt):
+        return UnknownPromptError("The prompt is empty (no letters or digits).",
+                                  hint="Type an anatomy or lesion name, e.g. 'liver'.")
+    return UnknownPromptError(f"'{prompt}' has no letters or digits of SAT's vocabulary, which is in English.",
+                              hint="Type an English anatomy or lesion name, e.g. 'liver'.")
+
+
 def resolve(prompt: str, modality: str) -> str:
     """The SAT term for a prompt, or UnknownPromptError saying why not and what SAT knows instead.
 
@@ -252,8 +261,7 @@ def resolve(prompt: str, modality: str) -> str:
     idx = index()
     q = query_words(prompt, idx)
     if not q:
-        raise UnknownPromptError(f"'{prompt}' has no letters or digits of SAT's vocabulary, which is in English.",
-                                 hint="Type an English anatomy or lesion name, e.g. 'liver'.")
+        raise _no_words_error(prompt)
     entries = _exact_terms(idx, q)
     typo = False
     variants = None

@@ -177,7 +177,7 @@ def test_display_names_the_typed_alias_once():
     assert [s.display for s in complete("L3", "ct", limit=1)] == ["lumbar vertebrae 3 (l3)"]
 
 
-@pytest.mark.parametrize("prompt", ["肝臓", ".", "—"])
+@pytest.mark.parametrize("prompt", ["肝臓", "печень", "肝臓 ."])
 def test_text_without_latin_letters_is_unknown_not_empty(prompt):
     with pytest.raises(UnknownPromptError, match="English") as err:
         resolve(prompt, "ct")

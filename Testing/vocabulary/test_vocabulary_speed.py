@@ -75,7 +75,7 @@ def test_single_letter_modality_field():
     assert {s.modality for s in complete("l", None, 500)} >= {("ct",), ("ct", "mri"), ("mri",)}
 
 
-@pytest.mark.parametrize("query", ["", " ", "   ", "\t\n", "_-/", "!!!"])
+@pytest.mark.parametrize("query", ["", " ", "   ", "\t\n", "_-/", "!!!", ".", "—"])
 def test_empty_queries(query):
     assert complete(query) == [] and complete(query, "ct") == []
     with pytest.raises(UnknownPromptError, match="empty"):

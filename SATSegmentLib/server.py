@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import traceback
@@ -329,7 +330,12 @@ class _Server:
         while (job := self.jobs.get()) is not None:
             with self.lock:
                 self.running = job
-            reply = self.run_one(job)
+            try:
+                reply = self.run_one(job)
+            except KeyboardInterrupt:  # Ctrl+C in the terminal that runs `satsegment serve`: the job ends, so does the worker
+                with self.lock:
+                    self.emit({"event": "cancelled", "id": job.id})
+                raise
             with self.lock:
                 self.emit(reply)
                 del self.pending[job.id]
@@ -345,6 +351,8 @@ class _Server:
             result = self.worker.run(job.request, lambda event: self.emit({**event, "id": job.id}), job.cancel)
         except CancelledError:
             return {"event": "cancelled", "id": job.id}
+        except KeyboardInterrupt:
+            raise
         except BaseException as exc:  # noqa: BLE001 - a job must never take the worker down
             if not isinstance(exc, SATSegmentError):
                 traceback.print_exc(file=sys.stderr)
@@ -360,7 +368,7 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, feature
     UTF-8 line by line, replies are ASCII JSON, whatever the platform's locale. While it runs,
     `sys.stdout` points at stderr, so a stray print from any library cannot corrupt the protocol.
     """
-    server = _Server(stdin or sys.stdin.buffer, stdout or sys.stdout.buffer, Worker(feature_cache_mb, max_memory))
+    server = _Server(stdin or _private_stdin(), stdout or sys.stdout.buffer, Worker(feature_cache_mb, max_memory))
     saved, sys.stdout = sys.stdout, sys.stderr
     try:
         reader = threading.Thread(target=server.read_requests, name="satsegment-stdin", daemon=True)
@@ -369,3 +377,13 @@ def serve(stdin: BinaryIO | None = None, stdout: BinaryIO | None = None, feature
     finally:
         sys.stdout = saved
     return 0
+
+
+def _private_stdin() -> BinaryIO:
+    """A reader of its own on standard input for the reader thread. When Ctrl+C ends the worker while that
+    thread waits for a line, Python's shutdown closes `sys.stdin`; had the thread been holding its lock,
+    Python would abort (SIGABRT) instead of exiting with 130."""
+    try:
+        return open(os.dup(sys.stdin.fileno()), "rb")
+    except (AttributeError, OSError, ValueError):  # no real stdin (an embedding application): use what there is
+        return sys.stdin.buffer

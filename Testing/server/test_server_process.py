@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -170,6 +171,26 @@ def test_end_of_input_shuts_down(env):
     worker.proc.stdin.close()
     assert worker.next() == {"event": "bye", "id": None}
     assert worker.proc.wait(timeout=30) == 0
+
+
+def test_ctrl_c_cancels_the_running_job_and_ends_the_worker(spawn, tmp_path, out_dir, tiny_model_dir, volume_writer):
+    """Ctrl+C in the terminal running `satsegment serve`: the job is answered `cancelled`, nothing is written,
+    and the worker exits 130 with one line on stderr, not an internal-error reply and a traceback."""
+    write_volume, ct_like = volume_writer
+    big = write_volume(tmp_path / "big.nii.gz", ct_like(shape=(48, 160, 160), seed=1), spacing=(1.0, 1.0, 3.0))
+    worker = spawn()
+    worker.send({"type": "segment", "id": "s", "input": str(big), "prompts": ["liver"], "modality": "ct",
+                 "output": str(out_dir / "never.seg.nrrd"), "options": {"model": str(tiny_model_dir), "device": "cpu"}})
+    worker.until(lambda e: e.get("id") == "s" and e.get("stage") == "inference")
+    worker.proc.send_signal(signal.SIGINT)
+    assert worker.until(_final("s"), timeout=60)[-1] == {"event": "cancelled", "id": "s"}
+    assert worker.proc.wait(timeout=30) == 130
+    assert list(out_dir.iterdir()) == []
+    deadline = time.monotonic() + 10
+    while b"Interrupted" not in b"".join(worker.stderr) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stderr = b"".join(worker.stderr).decode()
+    assert "Interrupted" in stderr and "Traceback" not in stderr
 
 
 POISON_LINES = {

@@ -4,8 +4,9 @@ SimpleITK silently zero-fills a truncated file, turns NaN and Inf into 0, reads 
 (pixdim) of 0 as 1 mm and a negative one as a flipped axis; nibabel, which the official SAT
 pipeline uses, replaces both by their absolute value or 1 mm. A 0 would make every volume wrong
 (e.g. 3 mm slices read as 1 mm: a third of the real volume), so it is refused; a negative size or a
-header without any orientation is read the way 3D Slicer reads it, with a note saying so. Only
-NIfTI-1 headers are parsed here; other files are left to SimpleITK's own checks.
+header without any orientation is read the way 3D Slicer reads it, with a note saying so. Headers are
+read with nibabel; NIfTI-2, which SimpleITK cannot read, is refused with a way out; other files are left
+to SimpleITK's own checks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,47 +22,50 @@ import numpy as np
 
 from .errors import InputError
 
-_HEADER_BYTES = 348
 _AXES = "ijk"
+_LONGEST_HEADER = 540  # NIfTI-2; NIfTI-1 has 348
 
 
 @dataclass(frozen=True)
-class Nifti1Header:
-    """The fields of a NIfTI-1 header that these checks need (pixdim[0], qfac, is not kept)."""
+class NiftiHeader:
+    """The fields of a NIfTI-1 or NIfTI-2 header that these checks need, as the file gives them."""
 
+    version: int  # 1 or 2
     shape: tuple[int, ...]
-    bitpix: int
-    vox_offset: float
+    data_offset: int
+    itemsize: int
     pixdim: tuple[float, ...]  # voxel size along each axis of `shape`
     qform_code: int
     sform_code: int
 
     @classmethod
-    def parse(cls, raw: bytes) -> Nifti1Header | None:
-        """The header in the first 348 bytes of a file, or None if they are not a usable NIfTI-1 header."""
-        if len(raw) < _HEADER_BYTES:
+    def parse(cls, raw: bytes) -> NiftiHeader | None:
+        """The header at the start of `raw` (read by nibabel, unchecked so that nothing is 'fixed'), or None
+        when `raw` does not start with a NIfTI header nibabel understands."""
+        import nibabel
+
+        magics = {b"n+1": nibabel.Nifti1Header, b"ni1": nibabel.Nifti1Header,
+                  b"n+2": nibabel.Nifti2Header, b"ni2": nibabel.Nifti2Header}
+        kind = magics.get(raw[344:347]) or magics.get(raw[4:7])  # NIfTI-1 keeps its magic at 344, NIfTI-2 at 4
+        size = kind.template_dtype.itemsize if kind else 0
+        if kind is None or len(raw) < size:
             return None
-        for order in ("<", ">"):
-            if struct.unpack(order + "i", raw[:4])[0] == _HEADER_BYTES:
-                dims = struct.unpack(order + "8h", raw[40:56])
-                if not 0 < dims[0] <= 7:
-                    return None
-                pixdim = struct.unpack(order + "8f", raw[76:108])
-                header = cls(
-                    shape=tuple(max(d, 1) for d in dims[1:dims[0] + 1]),
-                    bitpix=struct.unpack(order + "h", raw[72:74])[0],
-                    vox_offset=struct.unpack(order + "f", raw[108:112])[0],
-                    pixdim=tuple(pixdim[1:dims[0] + 1]),
-                    qform_code=struct.unpack(order + "h", raw[252:254])[0],
-                    sform_code=struct.unpack(order + "h", raw[254:256])[0],
-                )
-                return header if header.bitpix > 0 and math.isfinite(header.vox_offset) else None
-        return None
+        try:
+            header = kind(raw[:size], check=False)
+            if int(header["sizeof_hdr"]) != size:
+                return None
+            shape = header.get_data_shape()
+            return cls(version=1 if kind is nibabel.Nifti1Header else 2, shape=tuple(max(int(d), 1) for d in shape), data_offset=int(header.get_data_offset()),
+                       itemsize=header.get_data_dtype().itemsize,
+                       pixdim=tuple(float(v) for v in header["pixdim"][1:len(shape) + 1]),
+                       qform_code=int(header["qform_code"]), sform_code=int(header["sform_code"]))
+        except (nibabel.spatialimages.HeaderDataError, ValueError, OverflowError):
+            return None  # e.g. an unknown data type code: SimpleITK judges the file alone
 
     @property
     def file_size(self) -> int:
         """Bytes the file must hold: the data offset plus every voxel."""
-        return int(self.vox_offset) + math.prod(self.shape) * self.bitpix // 8
+        return self.data_offset + math.prod(self.shape) * self.itemsize
 
 
 def check_nifti_header(path: Path) -> list[str]:
@@ -73,16 +76,21 @@ def check_nifti_header(path: Path) -> list[str]:
     """
     header = _read_header(path)
     if header is None:
-        return []  # not NIfTI-1 (e.g. NIfTI-2): SimpleITK judges it alone
+        return []  # not NIfTI (e.g. an Analyze header): SimpleITK judges it alone
+    if header.version == 2:
+        raise InputError(f"{path} is a NIfTI-2 file; SATSegment reads NIfTI-1 (its image reader, SimpleITK, does "
+                         "not read NIfTI-2).",
+                         "Save the scan as NIfTI-1 or NRRD, e.g. with nibabel: "
+                         "nibabel.save(nibabel.Nifti1Image(img.dataobj, img.affine), 'scan.nii.gz').")
     _check_complete(path, header)
     _check_voxel_size(path, header)
     return _geometry_notes(header)
 
 
-def _read_header(path: Path) -> Nifti1Header | None:
+def _read_header(path: Path) -> NiftiHeader | None:
     try:
         with _open(path) as f:
-            return Nifti1Header.parse(f.read(_HEADER_BYTES))
+            return NiftiHeader.parse(f.read(_LONGEST_HEADER))
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(
             f"Cannot read {path}: {exc or 'not a valid NIfTI file'}.",
@@ -94,7 +102,7 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _check_complete(path: Path, header: Nifti1Header) -> None:
+def _check_complete(path: Path, header: NiftiHeader) -> None:
     """Raise InputError if the file (plain or gzip) holds fewer bytes than its header declares."""
     if _data_bytes(path, header.file_size) < header.file_size:
         raise InputError(
@@ -121,7 +129,7 @@ def _data_bytes(path: Path, expected: int) -> int:
     return size
 
 
-def _check_voxel_size(path: Path, header: Nifti1Header) -> None:
+def _check_voxel_size(path: Path, header: NiftiHeader) -> None:
     """Refuse a spatial voxel size of 0 (or NaN): every reader would silently take 1 mm instead."""
     for axis, size in zip(_AXES, header.pixdim):
         if not (math.isfinite(size) and size != 0):
@@ -133,7 +141,7 @@ def _check_voxel_size(path: Path, header: Nifti1Header) -> None:
             )
 
 
-def _geometry_notes(header: Nifti1Header) -> list[str]:
+def _geometry_notes(header: NiftiHeader) -> list[str]:
     notes = [
         f"The NIfTI header gives a negative voxel size along the {axis} axis ({size:g} mm); like 3D Slicer, it is read "
         f"as {abs(size):g} mm with that axis flipped (nibabel ignores the sign). If left/right or head/foot look "

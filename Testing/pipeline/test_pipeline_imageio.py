@@ -199,6 +199,24 @@ def test_nifti_zero_voxel_size_is_refused(tmp_path, examples_dir, pixdim, codes,
     assert "real voxel size" in info.value.hint
 
 
+def nifti2_with(tmp_path, examples_dir, zooms=None, name="ct2.nii.gz"):
+    """The real 3 mm CT saved as NIfTI-2 (540-byte header), its voxel sizes optionally replaced."""
+    nifti1 = nibabel.load(examples_dir / "example_ct_sm.nii.gz")
+    nifti2 = nibabel.Nifti2Image(np.asanyarray(nifti1.dataobj), nifti1.affine)
+    if zooms is not None:
+        nifti2.header["pixdim"][1:4] = zooms
+    nibabel.save(nifti2, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("zooms", [None, (3.0, 3.0, 0.0)])
+def test_nifti2_is_refused_with_a_way_out(tmp_path, examples_dir, zooms):
+    """SimpleITK cannot read NIfTI-2: say so and how to convert, instead of 'Unable to determine ImageIO reader'."""
+    with pytest.raises(InputError, match="is a NIfTI-2 file") as info:
+        read_image(nifti2_with(tmp_path, examples_dir, zooms=zooms))
+    assert "Nifti1Image" in info.value.hint
+
+
 def test_nifti_negative_voxel_size_is_read_flipped_with_a_note(tmp_path, examples_dir):
     plain, _ = read_image(examples_dir / "example_ct_sm.nii.gz")
     image, meta = read_image(nifti_with(tmp_path, examples_dir, pixdim={1: -3.0}))

@@ -2,8 +2,8 @@
 
 Prints per-stage seconds (load, preprocess, backbone per window, decode, blend, map back, write), the
 number of windows and the peak RSS, for 1 and 50 prompts, each in its own process so the peak RSS
-of one run does not hide the other's. Heavy (~110 s and ~13.5 GB per 288x288x96 window on a 2-core
-CPU): run it alone, e.g.
+of one run does not hide the other's. Heavy (about a minute per 288x288x96 window on a 2-core CPU, a
+4-5 GB process with the default lean plan): run it alone, e.g.
 
     OMP_NUM_THREADS=2 flock /tmp/heavy.lock python benchmarks/bench_pipeline.py
 

@@ -296,16 +296,24 @@ def _format_of(path: Path) -> str:
     return path.suffix.lstrip(".").lower() or "unknown"
 
 
+def _read_error(path: Path, detail: str) -> InputError:
+    """What to tell the user when SimpleITK cannot read a file."""
+    if detail.startswith("Refusing to change spacing"):  # ITK's words for a voxel size of 0 in the header
+        return InputError(f"{path} gives a voxel size of 0 mm along an axis ({detail.split(' to ')[-1]} mm), so the size "
+                          "of the voxels is unknown.",
+                          "Fix the header with the real voxel size, or convert the original scan (e.g. the DICOM series) again.")
+    return InputError(f"Cannot read {path}: {detail}",
+                      "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, "
+                      "or a DICOM folder.")
+
+
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     fmt = _format_of(path)
     notes = check_nifti_header(path) if fmt == "nifti" else []
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(
-            f"Cannot read {path}: {itk_error_detail(exc)}",
-            "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, or a DICOM folder.",
-        ) from None
+        raise _read_error(path, itk_error_detail(exc)) from None
     meta: dict[str, Any] = {"format": fmt, "modality": None, "notes": notes}
     if fmt == "nifti":
         check_nifti_finite(path)

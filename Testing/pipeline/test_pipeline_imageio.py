@@ -95,6 +95,18 @@ def test_zero_and_non_finite_spacing_in_a_header(tmp_path):
         assert info.value.hint
 
 
+@pytest.mark.parametrize("name, field, zero", [("v.nrrd", b"(1,0,0)", b"(0,0,0)"),
+                                               ("v.mha", b"ElementSpacing = 1 1 2", b"ElementSpacing = 1 0 2")])
+def test_zero_voxel_size_is_named_not_called_corrupt(tmp_path, name, field, zero):
+    path = write(tmp_path, volume(), name)
+    header = path.read_bytes()
+    assert field in header
+    path.write_bytes(header.replace(field, zero, 1))
+    with pytest.raises(InputError, match="gives a voxel size of 0 mm") as info:
+        read_image(path)
+    assert "real voxel size" in info.value.hint
+
+
 def test_identity_follows_content_not_path(tmp_path, examples_dir):
     """The Slicer module exports the volume to a new temporary file per run: the caches must still hit."""
 

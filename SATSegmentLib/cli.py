@@ -56,7 +56,9 @@ def _add_segment(commands) -> None:
     p.add_argument("input", metavar="INPUT", help="NIfTI, NRRD or MHA file, or a folder with one DICOM series")
     p.add_argument("-p", "--prompt", action="append", default=[], metavar="TEXT",
                    help="structure to segment, e.g. liver or 'left kidney' (repeat for several)")
-    p.add_argument("--prompts-file", metavar="FILE", help="text file with one prompt per line ('#' starts a comment)")
+    p.add_argument("--prompts-file", metavar="FILE",
+                   help="structure list: one name per line ('#' starts a comment), names separated by ',' or ';', "
+                        "or a CSV structure-template export with a 'Structure', 'ROI Name' or 'Name' column")
     p.add_argument("-o", "--output", required=True, metavar="OUT.seg.nrrd", help="output segmentation file (.seg.nrrd)")
     p.add_argument("--modality", default="auto", choices=["auto", "ct", "mri", "pet"],
                    help="image modality; 'auto' reads the DICOM Modality tag and refuses other inputs (default auto)")
@@ -233,13 +235,10 @@ def _segment(args) -> int:
 
 
 def _read_prompts_file(path: str | None) -> list[str]:
-    if not path:
-        return []
-    try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's byte order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the prompts file {path}: {exc}.", "Give a UTF-8 text file with one prompt per line.") from exc
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    """Structure names of --prompts-file: one per line, comma/semicolon separated, or a planning-system CSV export."""
+    from .prompts import read_structure_list
+
+    return read_structure_list(Path(path)) if path else []
 
 
 class TextProgress:

@@ -29,3 +29,31 @@ def tg263_name(term: str) -> str | None:
 def without_tg263_name(terms: Iterable[str]) -> list[str]:
     """The terms (in order, once each) that have no TG-263 name and so keep their SAT term."""
     return [term for term in dict.fromkeys(terms) if tg263_name(term) is None]
+
+
+#: How outputs name structures: SAT's own terms, or TG-263 primary names where TG-263 has one.
+NAME_SCHEMES = ("sat", "tg263")
+
+
+def check_name_scheme(scheme: str) -> str:
+    """`scheme` if it is one of NAME_SCHEMES (case-insensitive), else an InputError."""
+    from ..errors import InputError
+
+    value = str(scheme).strip().lower()
+    if value not in NAME_SCHEMES:
+        raise InputError(f"Unknown naming '{scheme}' for structures.", "Use 'sat' (SAT's terms) or 'tg263' (AAPM TG-263 names).")
+    return value
+
+
+def structure_name(term: str, scheme: str) -> str:
+    """The name outputs give a structure: its TG-263 name under 'tg263' when it has one, else the SAT term."""
+    return (tg263_name(term) if check_name_scheme(scheme) == "tg263" else None) or term
+
+
+def missing_names_warning(terms: Iterable[str]) -> str | None:
+    """The one warning for terms that keep their SAT term under 'tg263' naming (None when all have a name)."""
+    missing = without_tg263_name(terms)
+    if not missing:
+        return None
+    listed = ", ".join(f"'{t}'" for t in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return f"TG-263 has no name for {len(missing)} structure(s), which keep SAT's term: {listed}."

@@ -76,3 +76,18 @@ def test_common_organs_at_risk_get_their_tg263_name(term, name):
 def test_terms_without_a_name_are_listed_once_in_order():
     terms = ["liver tumor", "liver", "left caudate nucleus", "liver tumor"]
     assert vocabulary.without_tg263_name(terms) == ["liver tumor", "left caudate nucleus"]
+
+
+def test_name_schemes_pick_tg263_names_and_keep_sat_terms_without_one():
+    from SATSegmentLib.errors import InputError
+    from SATSegmentLib.vocabulary.tg263 import missing_names_warning, structure_name
+
+    without = vocabulary.without_tg263_name(catalog())[0]
+    assert structure_name("left parotid gland", "tg263") == "Parotid_L"
+    assert structure_name("left parotid gland", "sat") == "left parotid gland"
+    assert structure_name(without, "TG263") == without  # no TG-263 name: the SAT term, and a warning names it
+    assert f"'{without}'" in missing_names_warning(["left parotid gland", without, without])
+    assert "1 structure(s)" in missing_names_warning(["left parotid gland", without, without])
+    assert missing_names_warning(["left parotid gland", "spinal cord"]) is None
+    with pytest.raises(InputError, match="naming"):
+        structure_name("liver", "tg-263-ish")

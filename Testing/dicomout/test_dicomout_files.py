@@ -160,3 +160,36 @@ def test_each_write_gets_new_uids_and_never_overwrites(organ_result, ct_series, 
     first = pydicom.dcmread(written["rtstruct"])
     assert again.SOPInstanceUID != first.SOPInstanceUID and again.SeriesInstanceUID != first.SeriesInstanceUID
     assert [str(r.ROIName) for r in again.StructureSetROISequence][:2] == ["spleen", "liver"]  # default: SAT terms
+
+
+def test_tiny_structures_and_holes_rasterise_back_exactly(organ_result, ct_series, independent, tmp_path):
+    from types import SimpleNamespace
+
+    shape = organ_result.masks["liver"].shape  # (z, y, x) of the scan as read: y rows, x columns of the images
+    assert np.allclose(organ_result.reference.GetDirection(), np.eye(3).ravel())
+    shapes = {"single voxel": [(5, 100, 200)], "line": [(6, 50, x) for x in range(300, 340)],
+              "diagonal": [(7, 200 + i, 200 + i) for i in range(6)]}
+    masks = {}
+    for name, voxels in shapes.items():
+        masks[name] = np.zeros(shape, np.uint8)
+        masks[name][tuple(np.array(voxels).T)] = 1
+    ring = np.zeros(shape, np.uint8)
+    ring[8, 240:260, 240:260] = 1
+    ring[8, 245:255, 245:255] = 0  # a hole
+    ring[8, 249, 249] = 1  # an island inside the hole
+    masks["ring"] = ring
+    result = SimpleNamespace(masks=masks, reference=organ_result.reference)
+    rt = pydicom.dcmread(write_rtstruct(tmp_path / "tiny.dcm", result, ct_series))
+    headers = independent.source_headers(ct_series)
+    for roi, (name, mask) in zip(rt.ROIContourSequence, masks.items()):
+        drawn = {uid: [] for uid in headers}
+        for contour in roi.ContourSequence:
+            drawn[contour.ContourImageSequence[0].ReferencedSOPInstanceUID].append(
+                np.array([float(v) for v in contour.ContourData]).reshape(-1, 3))
+        total = sum(int(independent.rasterise(points, headers[uid]).sum()) for uid, points in drawn.items())
+        assert total == int(mask.sum()), name
+        z = int(np.flatnonzero(mask.any(axis=(1, 2)))[0])
+        # the image holding the mask's slice: the one whose position matches the reference's slice z
+        position = organ_result.reference.TransformIndexToPhysicalPoint((0, 0, z))
+        uid = next(u for u, h in headers.items() if abs(float(h.ImagePositionPatient[2]) - position[2]) < 1e-3)
+        assert np.array_equal(independent.rasterise(drawn[uid], headers[uid]), mask[z] > 0), name

@@ -193,3 +193,23 @@ def test_tiny_structures_and_holes_rasterise_back_exactly(organ_result, ct_serie
         position = organ_result.reference.TransformIndexToPhysicalPoint((0, 0, z))
         uid = next(u for u, h in headers.items() if abs(float(h.ImagePositionPatient[2]) - position[2]) < 1e-3)
         assert np.array_equal(independent.rasterise(drawn[uid], headers[uid]), mask[z] > 0), name
+
+
+def test_empty_results_keep_their_segment_and_roi(organ_result, ct_series, tmp_path):
+    import highdicom as hd
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(masks={"liver": organ_result.masks["liver"], "spleen": np.zeros_like(organ_result.masks["liver"])},
+                             reference=organ_result.reference)
+    seg_path = write_dicom_seg(tmp_path / "empty.seg.dcm", result, ct_series)
+    rt_path = write_rtstruct(tmp_path / "empty.rtstruct.dcm", result, ct_series)
+    for path in (seg_path, rt_path):
+        assert [line for line in dciodvfy(path).splitlines() if line.startswith("Error")] == []
+    seg = hd.seg.segread(seg_path)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "spleen"]
+    numbers = [f.SegmentIdentificationSequence[0].ReferencedSegmentNumber for f in seg.PerFrameFunctionalGroupsSequence]
+    assert not any(seg.pixel_array[i].any() for i, n in enumerate(numbers) if n == 2)
+    assert sum(int(seg.pixel_array[i].sum()) for i, n in enumerate(numbers) if n == 1) == int(result.masks["liver"].sum())
+    rt = pydicom.dcmread(rt_path)
+    assert [str(r.ROIName) for r in rt.StructureSetROISequence] == ["liver", "spleen"]
+    assert "ContourSequence" in rt.ROIContourSequence[0] and "ContourSequence" not in rt.ROIContourSequence[1]

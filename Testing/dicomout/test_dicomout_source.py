@@ -83,3 +83,17 @@ def test_a_file_or_a_resampled_mask_is_refused(ct_series, tmp_path):
     with pytest.raises(InputError, match="not on the grid"):
         series.frames(mask, shifted)
 
+
+
+def test_a_folder_with_two_series_needs_the_series_uid(ct_series, tmp_path):
+    folder = tmp_path / "two"
+    shutil.copytree(ct_series, folder)
+    for path in sorted(ct_series.iterdir()):  # a second series in the same study: same images, other UIDs
+        dataset = pydicom.dcmread(path)
+        dataset.SeriesInstanceUID = "1.2.826.0.1.3680043.2.1125.77.9"
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID + ".9"
+        dataset.save_as(folder / f"second-{path.name}")
+    with pytest.raises(InputError, match="1.2.826.0.1.3680043.2.1125.77.9"):
+        read_source_series(folder)
+    chosen = read_source_series(folder, "1.2.826.0.1.3680043.2.1125.77.9")
+    assert len(chosen.instances) == 20 and all(str(h.SOPInstanceUID).endswith(".9") for h in chosen.instances)

@@ -56,8 +56,15 @@ def _add_segment(commands) -> None:
     p.add_argument("input", metavar="INPUT", help="NIfTI, NRRD or MHA file, or a folder with one DICOM series")
     p.add_argument("-p", "--prompt", action="append", default=[], metavar="TEXT",
                    help="structure to segment, e.g. liver or 'left kidney' (repeat for several)")
-    p.add_argument("--prompts-file", metavar="FILE", help="text file with one prompt per line ('#' starts a comment)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.seg.nrrd", help="output segmentation file (.seg.nrrd)")
+    p.add_argument("--prompts-file", metavar="FILE",
+                   help="structure list: one name per line ('#' starts a comment), names separated by ',' or ';', "
+                        "or a CSV structure-template export with a 'Structure', 'ROI Name' or 'Name' column")
+    p.add_argument("-o", "--output", metavar="OUT.seg.nrrd",
+                   help="output segmentation file (.seg.nrrd); optional when --dicom-seg or --rtstruct is given")
+    p.add_argument("--dicom-seg", metavar="OUT.dcm", help="also write a DICOM SEG object (DICOM series input only)")
+    p.add_argument("--rtstruct", metavar="OUT.dcm", help="also write an RTSTRUCT for planning systems (DICOM series input only)")
+    p.add_argument("--names", default="sat", choices=["sat", "tg263"],
+                   help="structure names in every output: SAT's terms (default) or AAPM TG-263 names where TG-263 has one")
     p.add_argument("--modality", default="auto", choices=["auto", "ct", "mri", "pet"],
                    help="image modality; 'auto' reads the DICOM Modality tag and refuses other inputs (default auto)")
     p.add_argument("--model", default="nano", metavar="nano|pro|DIR",
@@ -218,7 +225,8 @@ def _segment(args) -> int:
         text_encoder_checkpoint=args.text_encoder_checkpoint, variant=args.variant, device=args.device, precision=args.precision,
         max_memory=args.max_memory, series=args.series,
         orientation=args.orientation, roi=args.roi, split_dir=args.split_dir, overwrite=args.overwrite,
-        allow_free_text=args.allow_free_text, allow_download=args.download)
+        allow_free_text=args.allow_free_text, allow_download=args.download, dicom_seg=args.dicom_seg,
+        rtstruct=args.rtstruct, names=args.names)
     if args.progress != "json":
         result = Worker(feature_cache_mb=0).run(request, TextProgress() if args.progress == "text" else _print_warnings_only)
         _print_summary(result)
@@ -233,13 +241,10 @@ def _segment(args) -> int:
 
 
 def _read_prompts_file(path: str | None) -> list[str]:
-    if not path:
-        return []
-    try:
-        lines = Path(path).expanduser().read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's byte order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"Cannot read the prompts file {path}: {exc}.", "Give a UTF-8 text file with one prompt per line.") from exc
-    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
+    """Structure names of --prompts-file: one per line, comma/semicolon separated, or a planning-system CSV export."""
+    from .prompts import read_structure_list
+
+    return read_structure_list(Path(path)) if path else []
 
 
 class TextProgress:
@@ -269,7 +274,9 @@ def _print_warnings_only(event: dict) -> None:
 
 
 def _print_summary(result: dict) -> None:
-    print(f"wrote {result['outputs']['segmentation']} ({result['model']}, {result['modality'].upper()}, "
+    outputs = result["outputs"]
+    files = [outputs[key] for key in ("segmentation", "dicom_seg", "rtstruct") if outputs.get(key)]
+    print(f"wrote {', '.join(files)} ({result['model']}, {result['modality'].upper()}, "
           f"{result['timings'].get('total', 0):.1f} s)")
     for segment in result["segments"]:
         state = "EMPTY" if segment["empty"] else f"{segment['volume_ml']:.1f} ml, {segment['voxels']} voxels"

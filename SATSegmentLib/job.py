@@ -11,7 +11,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +20,7 @@ import numpy as np
 from .errors import CancelledError, InputError
 from .modelsource import ModelSource
 from .prompts import check_prompts, resolve_prompts
+from .vocabulary.tg263 import check_name_scheme, missing_names_warning, structure_name
 
 Emit = Callable[[dict], None]
 
@@ -46,7 +47,7 @@ class SegmentRequest:
 
     input: str
     prompts: list[str]
-    output: str
+    output: str | None  # .seg.nrrd; optional when a DICOM output is asked for
     modality: str = "auto"
     model: str = "nano"
     checkpoint: str | None = None
@@ -62,12 +63,16 @@ class SegmentRequest:
     overwrite: bool = False
     allow_free_text: bool = False
     allow_download: bool = False
+    dicom_seg: str | None = None  # DICOM SEG file (.dcm), for a DICOM series input
+    rtstruct: str | None = None  # RTSTRUCT file (.dcm), for a DICOM series input
+    names: str = "sat"  # structure names in every output: 'sat' terms or 'tg263' names
 
     def __post_init__(self) -> None:
         if self.series is not None and not isinstance(self.series, str):
             raise InputError("'series' must be a SeriesInstanceUID (a string).")
         if isinstance(self.max_memory, bool) or not isinstance(self.max_memory, (str, int, float, type(None))):
             raise InputError("'max_memory' must be a size like '4.5GB' or a number of bytes.")
+        self.names = check_name_scheme(self.names)
 
     def model_source(self) -> ModelSource:
         return ModelSource.from_options(self.model, self.checkpoint, self.text_encoder_checkpoint, self.variant,
@@ -102,7 +107,7 @@ class Worker:
             emit({"event": "warning", "message": message, **({"suggestions": suggestions} if suggestions else {})})
 
         prompts = check_prompts(request.prompts)
-        output = _check_outputs(request)
+        output, dicom = _check_outputs(request)
         max_memory = parse_size(request.max_memory) if request.max_memory is not None else self.max_memory
         terms = None
         if request.modality in MODALITIES:  # fail fast on prompts, before torch is even imported
@@ -113,6 +118,7 @@ class Worker:
             warn(note, [])
         modality = resolve_modality(request.modality, meta)
         _check_image_content(image, meta, request.roi)
+        source_series = _read_source_series(request, meta, warn) if dicom else None
         device = _check_device(request.device, request.precision)  # the first step that imports torch
         for warning in modality_warnings(modality, meta, _array_view(image)):
             warn(warning, [])
@@ -120,6 +126,8 @@ class Worker:
             terms = resolve_prompts(prompts, modality, request.allow_free_text, warn)
         split_paths(request.split_dir, terms, request.overwrite, protect=(request.input,))  # existing split files: refuse before any compute
         unique_terms = list(dict.fromkeys(terms.values()))
+        if request.names == "tg263" and (missing := missing_names_warning(unique_terms)):
+            warn(missing, [])
         run = self._plan(request, source, device, max_memory, len(unique_terms), image, meta)
         for warning in run.warnings:
             warn(warning, [])
@@ -132,11 +140,13 @@ class Worker:
                                    plan=run.estimate.plan)
         _check_cancel(cancel)
         progress("write", 0, 1, "writing outputs")
-        specs = [segment_spec(prompt, term, source.label) for prompt, term in terms.items()]
+        specs = [replace(spec, name=structure_name(spec.key, request.names))
+                 for spec in (segment_spec(prompt, term, source.label) for prompt, term in terms.items())]
+        extra = _dicom_writers(dicom, result, specs, source_series, source.label, segmenter.loaded.fingerprint) if dicom else ()
         written = write_job_outputs(output, split_paths(request.split_dir, terms, request.overwrite, protect=(request.input,)), result.masks,
-                                    result.reference, specs, request.overwrite)
+                                    result.reference, specs, request.overwrite, extra)
         progress("write", 1, 1, "done")
-        segments = [_segment_summary(prompt, term, result) for prompt, term in terms.items()]
+        segments = [{**_segment_summary(spec.prompt, spec.key, result), "name": spec.name} for spec in specs]
         timings = {**result.timings, "total": round(time.monotonic() - started, 3)}
         cache = {**result.cache, "feature_cache_mb": round(segmenter.feature_cache.nbytes / 2**20, 1),
                  "feature_cache_cap_mb": round(segmenter.feature_cache.max_bytes / 2**20, 1)}
@@ -220,13 +230,39 @@ def _check_device(name: str, precision: str):
     return device
 
 
-def _check_outputs(request: SegmentRequest) -> Path:
+def _check_outputs(request: SegmentRequest):
+    """The .seg.nrrd path (or None) and the DICOM targets, checked before any compute (at least one output)."""
+    from .dicomout import check_dicom_targets
     from .outputs import check_output_dir, check_output_path
 
-    output = check_output_path(request.output, request.overwrite, protect=(request.input,))
+    if not (request.output or request.dicom_seg or request.rtstruct):
+        raise InputError("No output was given.", "Add -o OUT.seg.nrrd, and/or --dicom-seg OUT.dcm or --rtstruct OUT.dcm "
+                         "for a DICOM series.")
+    output = check_output_path(request.output, request.overwrite, protect=(request.input,)) if request.output else None
+    dicom = check_dicom_targets(request.input, request.dicom_seg, request.rtstruct, request.overwrite, others=[output])
     if request.split_dir:
         check_output_dir(request.split_dir, create=True)
-    return output
+    return output, dicom
+
+
+def _read_source_series(request: SegmentRequest, meta: dict, warn):
+    """The DICOM source series' headers, checked for DICOM outputs (UIDs, one patient, single-frame) before compute."""
+    from .dicomout import read_source_series
+
+    series = read_source_series(request.input, meta.get("series_uid"))
+    for note in series.notes:
+        warn(note, [])
+    return series
+
+
+def _dicom_writers(targets, result, specs, source_series, model_label: str, fingerprint: str | None):
+    """Writers of the job's DICOM outputs: its masks, structures named as in the .seg.nrrd, the model used."""
+    from .dicomout import Algorithm, Structure, dicom_writers
+    from .imageio import lps_affine_of
+
+    structures = [Structure.for_term(spec.key, name=spec.name) for spec in specs]
+    algorithm = Algorithm(model=model_label, version=(fingerprint or "unknown")[:64])
+    return dicom_writers(targets, result.masks, lps_affine_of(result.reference), structures, source_series, algorithm)
 
 
 def _check_image_content(image, meta: dict, roi: list[float] | None) -> None:

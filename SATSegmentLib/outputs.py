@@ -21,7 +21,7 @@ import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -348,15 +348,23 @@ def split_paths(split_dir: str | None, terms: Mapping[str, str], overwrite: bool
     return paths
 
 
-def write_job_outputs(output: Path, split: Mapping[str, Path], masks: Mapping[str, np.ndarray], reference,
-                      specs: Sequence[SegmentSpec], overwrite: bool) -> dict:
-    """Write a job's .seg.nrrd and split NIfTI files together (all or nothing); returns the `outputs` field."""
+def write_job_outputs(output: Path | None, split: Mapping[str, Path], masks: Mapping[str, np.ndarray], reference,
+                      specs: Sequence[SegmentSpec], overwrite: bool,
+                      extra: Sequence[tuple[str, Path, Callable[[Path], object]]] = ()) -> dict:
+    """Write a job's .seg.nrrd (unless `output` is None), split NIfTI files and `extra` files (result key, final
+    path, writer of a temporary path: the DICOM outputs) together, all or nothing; returns the `outputs` field."""
     with StagedOutputs(overwrite) as staged:
-        with _writing(output):
-            write_seg_nrrd(staged.temp_path(output), masks, reference, specs)
+        if output is not None:
+            with _writing(output):
+                write_seg_nrrd(staged.temp_path(output), masks, reference, specs)
         for spec in specs:
             if spec.prompt in split:
                 with _writing(split[spec.prompt]):
                     write_nifti_mask(staged.temp_path(split[spec.prompt]), masks[spec.key], reference)
+        for _, path, write in extra:
+            with _writing(path):
+                write(staged.temp_path(path))
         staged.commit()
-    return {"segmentation": str(output), "split": {prompt: str(path) for prompt, path in split.items()}}
+    return {"segmentation": None if output is None else str(output),
+            "split": {prompt: str(path) for prompt, path in split.items()},
+            **{key: str(path) for key, path, _ in extra}}

@@ -150,8 +150,9 @@ def parse_segment_request(message: dict) -> SegmentRequest:
     unknown = [name for name in options if name not in OPTION_NAMES]
     if unknown:
         raise BadRequestError(f"Unknown option(s): {_listing(unknown)}.", f"Known options: {', '.join(OPTION_NAMES)}.")
-    for name in ("input", "output"):
-        _check_text(f"'{name}'", message.get(name))
+    _check_text("'input'", message.get("input"))
+    if message.get("output") is not None or not (options.get("dicom_seg") or options.get("rtstruct")):
+        _check_text("'output'", message.get("output"))  # optional only when a DICOM output is asked for
     modality = message.get("modality")
     if modality is not None:
         _check_text("'modality'", modality)
@@ -160,7 +161,7 @@ def parse_segment_request(message: dict) -> SegmentRequest:
         raise BadRequestError("'prompts' must be a list of strings.")
     for name, value in options.items():
         _check_option(name, value)
-    return SegmentRequest(input=message["input"], prompts=prompts, output=message["output"],
+    return SegmentRequest(input=message["input"], prompts=prompts, output=message.get("output"),
                           modality="auto" if modality is None else modality, **options)
 
 

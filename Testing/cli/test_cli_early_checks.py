@@ -44,3 +44,10 @@ def test_bad_roi_is_refused_before_torch(scan, out_dir, tiny_model_dir, roi, mes
                    "--roi", *roi)
     assert done.returncode == 2 and message in done.stderr and "torch not imported" in done.stdout
     assert list(out_dir.iterdir()) == []
+
+
+def test_dicom_outputs_of_a_series_without_uids_are_refused_before_torch(examples_dir, out_dir, tiny_model_dir):
+    done = segment(examples_dir / "example_ct_dicom", "-p", "liver", "--model", tiny_model_dir,
+                   "--rtstruct", out_dir / "rt.dcm")
+    assert done.returncode == 2 and "StudyInstanceUID" in done.stderr and "anonymised" in done.stderr, done.stderr
+    assert "torch not imported" in done.stdout and list(out_dir.iterdir()) == []

@@ -40,7 +40,7 @@ def written(organ_result, ct_series, tmp_path_factory):
 def dciodvfy(path) -> str:
     """dciodvfy's report on a file (errors are lines starting with 'Error')."""
     if shutil.which("dciodvfy") is None:
-        pytest.fail("dciodvfy is missing: install Debian's dicom3tools (.ci/run does)")
+        pytest.fail("dciodvfy is missing: install Debian's dicom3tools (bash Testing/install_system_tools.sh)")
     done = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
     print(done.stdout + done.stderr)  # warnings are shown, not failed on
     return done.stdout + done.stderr

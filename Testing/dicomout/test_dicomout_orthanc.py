@@ -33,7 +33,7 @@ def _find(candidates, what: str) -> str:
         found = shutil.which(candidate) or next(iter(sorted(glob.glob(candidate))), None)
         if found:
             return found
-    pytest.fail(f"{what} is missing: install Debian's orthanc and orthanc-dicomweb (.ci/run does)")
+    pytest.fail(f"{what} is missing: install Debian's orthanc and orthanc-dicomweb (bash Testing/install_system_tools.sh)")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
+import os
 import sys
+import threading
+import time
+import traceback
+import types
 from pathlib import Path
 
 import pytest
@@ -45,3 +53,167 @@ def ct_volume(scene, ct_path):
     assert storage.ReadData(volume), f"Slicer could not read {ct_path}"
     volume.SetAndObserveStorageNodeID(storage.GetID())
     return volume
+
+
+# -- the widget under Qt (PySide6): see qtharness/ --------------------------------------------------
+
+HARNESS_DIR = Path(__file__).resolve().parent
+if str(HARNESS_DIR) not in sys.path:
+    sys.path.insert(0, str(HARNESS_DIR))  # the qtharness package
+SAMPLE_CT = REPO / "Resources" / "Samples" / "example_ct_sm.nii.gz"
+DEVICES_NONE = '{"event": "devices", "cuda": false, "gpus": [], "torch": "stand-in"}'
+
+
+@pytest.fixture(scope="session")
+def qapp():
+    """One QApplication for the session, offscreen unless QT_QPA_PLATFORM says otherwise (e.g. xcb under Xvfb)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["SATSegment-tests"])
+    app.setStyle("Fusion")  # the same look on every machine
+    return app
+
+
+@pytest.fixture
+def slot_errors(monkeypatch):
+    """Exceptions raised in Qt slots (Slicer prints them to its console); a test that expects one removes it."""
+    errors: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: errors.append(value))
+    yield errors
+    assert not errors, "exceptions escaped from Qt slots:\n" + "".join(
+        "".join(traceback.format_exception(error)) for error in errors)
+
+
+@pytest.fixture
+def user(monkeypatch):
+    """The person in front of the panel: answers dialogs in the order a test queues them."""
+    from qtharness import ctkwidgets
+    from qtharness.panel import ScriptedUser
+
+    scripted = ScriptedUser()
+    monkeypatch.setattr(ctkwidgets.ctkMessageBox, "answerer", scripted)
+    yield scripted
+    assert not scripted.answers, f"the module never asked what these answers were for: {list(scripted.answers)}"
+
+
+@pytest.fixture
+def slicer_env(qapp, segmentation_converters, tmp_path, monkeypatch, isolated_model_home):
+    """Slicer's application layer (app, main window, scene, modules) around the slicer-core MRML layer."""
+    from qtharness.panel import installSlicer
+
+    temporary = tmp_path / "slicer-temp"
+    temporary.mkdir()
+    return installSlicer(str(temporary), monkeypatch)
+
+
+@pytest.fixture
+def satsegment(slicer_env, monkeypatch):
+    """SATSegment.py, loaded as Slicer loads a scripted module."""
+    from qtharness.panel import loadModule
+
+    return loadModule(monkeypatch)
+
+
+@pytest.fixture
+def logic(satsegment):
+    """The module's logic, with a device probe that answers 'no GPU' at once (the real probe imports torch;
+    test_slicer_widget_setup runs it once)."""
+    logic = satsegment.SATSegmentLogic()
+    logic.devices.command = [sys.executable, "-c", f"print({DEVICES_NONE!r})"]
+    return logic
+
+
+@pytest.fixture
+def panel(slicer_env, satsegment, logic, user, slot_errors, tmp_path):
+    """The SATSegment panel, set up and entered, in the module panel of a 1366-pixel-wide main window."""
+    from qtharness.panel import openPanel, screenshotDirs
+
+    opened = openPanel(slicer_env, satsegment, user, screenshotDirs(tmp_path), slot_errors, logic=logic)
+    opened.waitUntil(lambda: not logic.devices.busy, 30, "the device probe's answer")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sample_ct(slicer_env):
+    """Slicer's loading of the bundled sample CT into the application's scene, as File > Add Data does."""
+    scene = slicer_env.scene
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "example_ct_sm")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(SAMPLE_CT))
+    assert storage.ReadData(volume)
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    volume.CreateDefaultDisplayNodes()
+    return volume
+
+
+@pytest.fixture
+def installed_nano(isolated_model_home, tiny_model_dir):
+    """A tiny random-weight model installed under SAT-Nano's name in the isolated model cache, so the panel
+    sees SAT-Nano as installed and the real worker runs it quickly."""
+    import shutil
+
+    folder = isolated_model_home / "models" / "nano"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "manifest.json").write_text('{"files": {}}', encoding="utf-8")
+    return folder
+
+
+class _HubHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with the SHA-256 in `X-Linked-Etag`, as the official hub publishes it; under /slow/ the
+    same files trickle out (64 KB every 0.2 s), so a download is still running when a test cancels it."""
+
+    def end_headers(self):
+        path = self.translate_path(self.path.removeprefix("/slow"))
+        try:
+            with open(path, "rb") as f:
+                self.send_header("X-Linked-Etag", hashlib.sha256(f.read()).hexdigest())
+        except OSError:
+            pass
+        super().end_headers()
+
+    def do_GET(self):
+        if not self.path.startswith("/slow/"):
+            return super().do_GET()
+        path = self.translate_path(self.path.removeprefix("/slow"))
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            return self.send_error(404)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        for start in range(0, len(data), 65536):
+            try:
+                self.wfile.write(data[start:start + 65536])
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def official_nano_files(tmp_path_factory) -> Path:
+    """SAT-Nano's two official files at the registry's paths, with the right shapes and zero weights."""
+    from SATSegmentLib import modelstore
+    from SATSegmentLib.model.config import SATConfig
+    from SATSegmentLib.model.testing import write_shape_only_segmentation, write_shape_only_text_encoder
+
+    root = tmp_path_factory.mktemp("hub")
+    files = modelstore.registry()["nano"]["files"]
+    write_shape_only_segmentation(root / files["segmentation.pth"]["path"], SATConfig.nano())
+    write_shape_only_text_encoder(root / files["text_encoder.pth"]["path"], SATConfig.nano())
+    return root
+
+
+@pytest.fixture
+def hub(official_nano_files):
+    """The official repository's files for SAT-Nano, served on 127.0.0.1 (`.url`)."""
+    handler = functools.partial(_HubHandler, directory=str(official_nano_files))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield types.SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
+    server.shutdown()

@@ -149,6 +149,24 @@ def sample_ct(slicer_env):
 
 
 @pytest.fixture
+def ct_block(slicer_env, tmp_path):
+    """A 40x40x30-voxel block of the sample CT, loaded into the application's scene: small enough for quick
+    CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""
+    import SimpleITK as sitk
+
+    cropped = tmp_path / "ct_block.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(SAMPLE_CT))[40:80, 30:70, :], str(cropped))
+    scene = slicer_env.scene
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(cropped))
+    assert storage.ReadData(volume)
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    volume.CreateDefaultDisplayNodes()
+    return volume
+
+
+@pytest.fixture
 def installed_nano(isolated_model_home, tiny_model_dir):
     """A tiny random-weight model installed under SAT-Nano's name in the isolated model cache, so the panel
     sees SAT-Nano as installed and the real worker runs it quickly."""

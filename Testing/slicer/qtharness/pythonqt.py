@@ -91,15 +91,23 @@ class PythonQtMixin:
         super().__setattr__(name, value)
 
 
-def _qtProperty(name: str, writable: bool) -> property:
-    def getter(self):
-        return QtCore.QObject.property(self, name)
+class _QtProperty:
+    """A Qt property as a Python attribute of instances; on the class, the C++ name's other meaning stays
+    reachable, as in PythonQt (`qt.QTimer.singleShot(0, f)` is the static function, `timer.singleShot` the property)."""
 
-    def setter(self, value):
-        if not QtCore.QObject.setProperty(self, name, value):
-            raise TypeError(f"{type(self).__name__}.{name} cannot be set to {value!r}")
+    def __init__(self, base: type, name: str, writable: bool) -> None:
+        self.base, self.name, self.writable = base, name, writable
 
-    return property(getter, setter if writable else None)
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return getattr(self.base, self.name, self)
+        return QtCore.QObject.property(instance, self.name)
+
+    def __set__(self, instance, value) -> None:
+        if not self.writable:
+            raise AttributeError(f"{type(instance).__name__}.{self.name} is read-only")
+        if not QtCore.QObject.setProperty(instance, self.name, value):
+            raise TypeError(f"{type(instance).__name__}.{self.name} cannot be set to {value!r}")
 
 
 def _objectName(self) -> str:
@@ -118,7 +126,7 @@ def pythonQtClass(base: type, namespace: dict | None = None) -> type:
         name = meta.property(index).name()
         # virtual getters stay methods (Qt calls them), and so do names a Python class defines itself
         if name not in VIRTUAL_GETTERS and name not in pythonDefined:
-            attributes[name] = _qtProperty(name, meta.property(index).isWritable())
+            attributes[name] = _QtProperty(base, name, meta.property(index).isWritable())
     attributes.update(namespace or {})
     cls = type(base.__name__, (PythonQtMixin, base), attributes)
     _compat[base] = cls

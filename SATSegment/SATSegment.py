@@ -200,6 +200,9 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self.ui is not None:
+            self._timer.stop()
+            self._volumesTimer.stop()  # its table goes with the widget
         if self.logic:
             self.logic.shutdown()
 

@@ -29,6 +29,23 @@ def _whileAlive(widget, method):
     return observer
 
 
+class Observations(list):
+    """(VTK object, observer tag) pairs a widget made; removed when the widget's C++ object is destroyed, as
+    the C++ widgets disconnect in their destructors (a scene outliving its panel must not call into it)."""
+
+    def __init__(self, widget: QtCore.QObject) -> None:
+        super().__init__()
+        widget.destroyed.connect(self.removeAll)
+
+    def add(self, observed, event, observer) -> None:
+        self.append((observed, observed.AddObserver(event, observer)))
+
+    def removeAll(self, *unused) -> None:
+        for observed, tag in self:
+            observed.RemoveObserver(tag)
+        self.clear()
+
+
 class qMRMLWidget(QtWidgets.QWidget):
     """qMRMLWidget: holds a scene and tells its children (through the .ui connections) when it changes."""
 
@@ -62,7 +79,7 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._combo)
         self._scene = None
-        self._observations: list[int] = []
+        self._observations = Observations(self)
         self._nodeTypes: list[str] = []
         self._options = {"noneEnabled": False, "addEnabled": True, "removeEnabled": True, "showChildNodeTypes": True,
                          "renameEnabled": False, "editEnabled": False, "selectNodeUponCreation": True}
@@ -119,14 +136,11 @@ class qMRMLNodeComboBox(QtWidgets.QWidget):
 
     # scene
     def setMRMLScene(self, scene) -> None:
-        if self._scene is not None:
-            for tag in self._observations:
-                self._scene.RemoveObserver(tag)
+        self._observations.removeAll()
         self._scene = scene
-        self._observations = [] if scene is None else [
-            scene.AddObserver(event, _whileAlive(self, qMRMLNodeComboBox._onSceneChanged))
-            for event in (slicer.vtkMRMLScene.NodeAddedEvent, slicer.vtkMRMLScene.NodeRemovedEvent,
-                          slicer.vtkMRMLScene.EndCloseEvent, slicer.vtkMRMLScene.EndImportEvent)]
+        for event in ([] if scene is None else (slicer.vtkMRMLScene.NodeAddedEvent, slicer.vtkMRMLScene.NodeRemovedEvent,
+                                                  slicer.vtkMRMLScene.EndCloseEvent, slicer.vtkMRMLScene.EndImportEvent)):
+            self._observations.add(scene, event, _whileAlive(self, qMRMLNodeComboBox._onSceneChanged))
         self._refresh()
         if not self._options["noneEnabled"] and self.currentNode() is None and self._nodes():
             self.setCurrentNode(self._nodes()[0])
@@ -237,7 +251,7 @@ class qMRMLSegmentsTableView(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._table)
         self._node = None
-        self._observations: list[tuple] = []
+        self._observations = Observations(self)
         self._table.itemSelectionChanged.connect(lambda: self.selectionChanged.emit(None, None))
         self._table.itemSelectionChanged.connect(lambda: self.segmentSelectionChanged.emit(None, None))
 
@@ -246,17 +260,14 @@ class qMRMLSegmentsTableView(QtWidgets.QWidget):
             self.setSegmentationNode(None)
 
     def setSegmentationNode(self, node) -> None:
-        for observed, tag in self._observations:
-            observed.RemoveObserver(tag)
-        self._observations = []
+        self._observations.removeAll()
         self._node = node
         if node is not None:
             segmentation = node.GetSegmentation()
-            self._observations = [(segmentation, segmentation.AddObserver(event, _whileAlive(self, qMRMLSegmentsTableView._onChanged)))
-                                  for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
-                                                slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.SegmentsOrderModified)]
-            self._observations.append((node, node.AddObserver(vtk.vtkCommand.ModifiedEvent,
-                                                              _whileAlive(self, qMRMLSegmentsTableView._onChanged))))
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                          slicer.vtkSegmentation.SegmentModified, slicer.vtkSegmentation.SegmentsOrderModified):
+                self._observations.add(segmentation, event, _whileAlive(self, qMRMLSegmentsTableView._onChanged))
+            self._observations.add(node, vtk.vtkCommand.ModifiedEvent, _whileAlive(self, qMRMLSegmentsTableView._onChanged))
         self._refresh()
 
     def segmentationNode(self):

@@ -127,9 +127,12 @@ class Panel:
         return written
 
     def close(self) -> None:
+        """Clean up the module and destroy the window and its widgets now (their scene observers go with them)."""
+        self.widget.exit()  # Slicer leaves the module before it cleans it up
         self.widget.cleanup()
         self.env.mainWindow.close()
-        self.container.deleteLater()
+        self.env.mainWindow.deleteLater()
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
         self.process()
 
 

@@ -224,3 +224,22 @@ def test_module_terminology_context_loads_and_knows_the_segments_terms():
     entry = slicer.vtkSlicerTerminologyEntry()
     assert logic.DeserializeTerminologyEntry(vocabulary.terminology_for("liver").slicer_entry, entry)
     assert entry.GetTypeObject().GetCodeMeaning() == "Liver"
+
+
+def test_terminology_file_lists_each_type_code_once_per_category():
+    """Slicer finds a type by its code: a code listed twice in a category makes the second entry unreachable."""
+    import json
+    from collections import Counter
+
+    from SATSegmentSlicerLib.paths import resourcesDir
+
+    path = resourcesDir() / "Terminology" / "SegmentationCategoryTypeModifier-SATSegment.term.json"
+    for category in json.loads(path.read_text(encoding="utf-8"))["SegmentationCodes"]["Category"]:
+        counts = Counter((t["CodingSchemeDesignator"], t["CodeValue"]) for t in category["Type"])
+        assert not [code for code, n in counts.items() if n > 1], category["CodeMeaning"]
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    segments.loadTerminologyContexts(logic, resourcesDir() / "Terminology")
+    for term in ("thyroid", "thyroid gland"):  # both SAT terms still find their (shared) type
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(vocabulary.terminology_for(term).slicer_entry, entry)
+        assert entry.GetTypeObject().GetCodeValue() == "69748006"

@@ -108,11 +108,77 @@ def slicer_env(qapp, segmentation_converters, tmp_path, monkeypatch, isolated_mo
 
 
 @pytest.fixture
-def satsegment(slicer_env, monkeypatch):
-    """SATSegment.py, loaded as Slicer loads a scripted module."""
+def satsegment(slicer_env, monkeypatch, request):
+    """SATSegment.py, loaded as Slicer loads a scripted module (its line coverage is measured from here on)."""
     from qtharness.panel import loadModule
 
+    _WidgetCoverage.of(request.config).start()
     return loadModule(monkeypatch)
+
+
+# -- line coverage of SATSegment.py: reported after every run, enforced when every slicer test ran ---------
+
+WIDGET_FILE = REPO / "SATSegment" / "SATSegment.py"
+MINIMUM_WIDGET_COVERAGE = 85.0
+
+
+class _WidgetCoverage:
+    """coverage.py limited to SATSegment.py, started when a test first loads the module."""
+
+    def __init__(self) -> None:
+        import coverage
+
+        self.coverage = coverage.Coverage(include=[str(WIDGET_FILE)], data_file=None)
+        self.started = self.partial = self.failed = False
+        self.result: tuple[float, list[int]] | None = None
+
+    @classmethod
+    def of(cls, config) -> "_WidgetCoverage":
+        if not hasattr(config, "_satsegmentWidgetCoverage"):
+            config._satsegmentWidgetCoverage = cls()
+        return config._satsegmentWidgetCoverage
+
+    def start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.coverage.start()
+
+    def finish(self) -> None:
+        if self.started:
+            self.coverage.stop()
+            _, statements, _, missing, _ = self.coverage.analysis2(str(WIDGET_FILE))
+            self.result = 100.0 * (len(statements) - len(missing)) / len(statements), missing
+
+
+def pytest_deselected(items):
+    if any(Path(str(item.fspath)).parent == HARNESS_DIR for item in items):
+        config = items[0].config
+        _WidgetCoverage.of(config).partial = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    measured = _WidgetCoverage.of(session.config)
+    measured.finish()
+    if measured.result is None:
+        return
+    complete = not (measured.partial or session.shouldstop or session.shouldfail or session.config.option.keyword
+                    or session.config.option.markexpr or session.config.option.lf)
+    if complete and measured.result[0] < MINIMUM_WIDGET_COVERAGE and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        measured.failed = True
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    measured = _WidgetCoverage.of(config)
+    if measured.result is None:
+        return
+    percent, missing = measured.result
+    terminalreporter.write_sep("-", "SATSegment.py line coverage")
+    terminalreporter.write_line(f"SATSegment.py: {percent:.1f}% of its lines ran (minimum {MINIMUM_WIDGET_COVERAGE:.0f}% "
+                                f"when every slicer test runs); lines not run: {missing}")
+    if measured.failed:
+        terminalreporter.write_line(f"FAILED: SATSegment.py coverage is below {MINIMUM_WIDGET_COVERAGE:.0f}%", red=True)
 
 
 @pytest.fixture

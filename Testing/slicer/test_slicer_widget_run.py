@@ -91,3 +91,28 @@ def test_cancel_changes_nothing_and_a_second_run_works(ready):
     assert panel.logic.running
     _wait_for_run(panel)
     assert _segment_names(ui.outputSegmentationSelector.currentNode()) == ["liver"]
+
+
+def test_deleting_the_input_during_a_run_is_reported_and_the_panel_recovers(ready, ct_block):
+    panel, ui = ready, ready.ui
+    panel.type(ui.promptLineEdit, "liver")
+    panel.click(ui.applyButton)
+    panel.scene.RemoveNode(ct_block)
+    panel.user.will("Ok")
+    _wait_for_run(panel)
+    assert "input volume was deleted" in panel.user.dialogs[-1].text
+    assert ui.applyButton.text == "Apply" and ui.statusLabel.text == "Failed."
+    assert panel.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_deleting_the_output_during_a_run_puts_the_results_in_a_new_segmentation(ready, ct_block):
+    panel, ui = ready, ready.ui
+    chosen = panel.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "chosen")
+    ui.outputSegmentationSelector.chooseItem("chosen")
+    panel.type(ui.promptLineEdit, "liver")
+    panel.click(ui.applyButton)
+    panel.scene.RemoveNode(chosen)
+    _wait_for_run(panel)
+    output = ui.outputSegmentationSelector.currentNode()
+    assert output is not None and output is not chosen and _segment_names(output) == ["liver"]
+    assert "deleted during the run" in ui.statusLabel.text and "1 segments added" in ui.statusLabel.text

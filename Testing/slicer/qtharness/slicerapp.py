@@ -190,11 +190,11 @@ class ScriptedLoadableModuleTest(unittest.TestCase):
 
 
 def _nodeClass(annotation):
-    """(node class, optional) for vtkMRML node annotations, else None."""
+    """The node class of vtkMRML node annotations (Optional or not), else None."""
     optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
     inner = next((a for a in typing.get_args(annotation) if a is not type(None)), None) if optional else annotation
     if isinstance(inner, type) and issubclass(inner, slicer.vtkMRMLNode):
-        return inner, optional
+        return inner
     return None
 
 
@@ -205,9 +205,7 @@ def _field(name: str, annotation, default):
         return self.parameterNode.GetNodeReference(name)
 
     def setNode(self, value) -> None:
-        cls, optional = node
-        if value is None and not optional:
-            raise ValueError(f"{name} cannot be None")
+        cls = node  # None is valid for every node parameter, Optional or not (Slicer's NodeSerializer)
         if value is not None and not isinstance(value, cls):
             raise TypeError(f"{name} must be a {cls.__name__}, not {type(value).__name__}")
         if value is not getNode(self):

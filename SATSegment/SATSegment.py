@@ -400,8 +400,22 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             text = _("No CUDA GPU found: SAT will run on the CPU (minutes per scan).")
         model = self.logic.models.info(self.ui.modelComboBox.currentData)
-        needs = devices.memoryText(gpus, model.get("variant"), model.get("display_name", ""))
+        needs = self.memoryText(devices.memoryAdvice(gpus, model.get("variant")), model.get("display_name", ""))
         self.ui.deviceInfoLabel.text = text + ("\n" + needs if needs else "")
+
+    @staticmethod
+    def memoryText(advice: Optional[dict], model: str) -> str:
+        """What the chosen model needs, and a warning when the first GPU is too small for it."""
+        if advice is None:
+            return ""
+        text = _("{model} needs about {gpu:.1f} GB of GPU memory ({fastest:.1f} GB for the fastest plan) or "
+                 "{cpu:.1f} GB of RAM on the CPU.").format(model=model, gpu=advice["gpu_gb"],
+                                                           fastest=advice["gpu_fastest_gb"], cpu=advice["cpu_gb"])
+        small = advice["smallGpu"]
+        if small:
+            text += " " + _("{gpu} has {memory:g} GB: with Automatic, SAT runs on the CPU (slower); an ROI does not "
+                            "reduce the memory of one window.").format(gpu=small["name"], memory=small["memory_gb"])
+        return text
 
     def onModelChoiceChanged(self, *unused) -> None:
         self.updateParameterNodeFromGUI()
@@ -464,7 +478,10 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if end.status == "cancelled":
             self.appendLog(_("Download cancelled; the next download resumes where it stopped."))
         elif end.status == "error":
-            slicer.util.errorDisplay(end.error.get("message", ""), detailedText=end.error.get("hint", ""))
+            error = end.error
+            message = (_("The download stopped (exit code {code}).").format(code=error.get("exit_code"))
+                       if error.get("code") == "download_stopped" else error.get("message", ""))
+            slicer.util.errorDisplay(message, detailedText=error.get("hint", ""))
 
     def _importModel(self, path: str) -> None:
         if path:
@@ -569,6 +586,8 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         message = error.get("message", _("Unknown error"))
         if code == "input_removed":
             message = _("The input volume was deleted during the run, so the results were not added.")
+        elif code in ("internal_error", "result_unreadable") and "detail" in error:  # the runner's own errors
+            message = _("The results could not be added to the scene: {detail}").format(detail=error["detail"])
         elif code == "out_of_memory":
             message += "\n\n" + _("Try: draw an ROI around the structures, choose SAT-Nano, or run on the CPU.")
         elif code == "model_error" and self.logic.models.missing(self._parameterNode.model):

@@ -37,17 +37,15 @@ def memoryNeeds(variant: str) -> dict:
     return window_needs(SATConfig.for_variant(variant))
 
 
-def memoryText(gpus: list[dict], variant: str | None, displayName: str) -> str:
-    """What the chosen model needs, and a warning when the first GPU is too small for it."""
+def memoryAdvice(gpus: list[dict], variant: str | None) -> dict | None:
+    """What the chosen model needs (`memoryNeeds`), plus `smallGpu`: the first GPU when it is too small for
+    one window (Automatic then runs on the CPU), else None. None for a model folder (no variant). The widget
+    words it, so the text is translatable."""
     if not variant:
-        return ""
+        return None
     needs = memoryNeeds(variant)
-    text = (f"{displayName} needs about {needs['gpu_gb']:.1f} GB of GPU memory ({needs['gpu_fastest_gb']:.1f} GB for the "
-            f"fastest plan) or {needs['cpu_gb']:.1f} GB of RAM on the CPU.")
-    if gpus and gpus[0]["memory_gb"] * 2**30 / 1e9 < needs["gpu_gb"]:
-        text += (f" {gpus[0]['name']} has {gpus[0]['memory_gb']:g} GB: with Automatic, SAT runs on the CPU (slower); "
-                 "an ROI does not reduce the memory of one window.")
-    return text
+    small = gpus[0] if gpus and gpus[0]["memory_gb"] * 2**30 / 1e9 < needs["gpu_gb"] else None
+    return {**needs, "smallGpu": small}
 
 
 class DeviceProbe:

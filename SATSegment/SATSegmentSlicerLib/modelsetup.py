@@ -122,7 +122,7 @@ class ModelSetup:
         elif final is not None:
             self._end(DownloadEnd(name, "error", final))
         else:
-            self._end(DownloadEnd(name, "error", {"code": "download_error", "exit_code": returnCode,
+            self._end(DownloadEnd(name, "error", {"code": "download_stopped", "exit_code": returnCode,
                                                   "message": f"The download stopped (exit code {returnCode}).", "hint": ""}))
 
     def _end(self, end: DownloadEnd) -> None:

@@ -69,8 +69,9 @@ class RunOutcome:
         self.segmentationNode = None
 
 
-def _error(code: str, message: str, hint: str = "") -> dict:
-    return {"event": "error", "code": code, "message": message, "hint": hint}
+def _error(code: str, message: str, hint: str = "", detail: str = "") -> dict:
+    """One of the runner's own errors; the widget words it from `code` and `detail` (translatable)."""
+    return {"event": "error", "code": code, "message": message, "hint": hint, "detail": detail}
 
 
 class RunRefused(ValueError):
@@ -161,7 +162,7 @@ class SegmentationRunner:
                 outcome = self._outcome(kind, event)
             except Exception as exc:  # whatever goes wrong, the run ends, is reported and cleaned up
                 outcome = RunOutcome("error", error=_error("internal_error", f"The result could not be added: {exc}",
-                                                           traceback.format_exc()), warnings=self._warnings)
+                                                           traceback.format_exc(), str(exc)), warnings=self._warnings)
             self._finish(outcome)
 
     def _outcome(self, kind: str, event: dict) -> RunOutcome:
@@ -187,7 +188,7 @@ class SegmentationRunner:
             if created:
                 node.GetScene().RemoveNode(node)
             return RunOutcome("error", error=_error("result_unreadable", f"The result could not be loaded: {exc}",
-                                                    "See the log panel for details."), warnings=self._warnings)
+                                                    "", str(exc)), warnings=self._warnings)
         return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}),
                           warnings=self._warnings, createdNode=created, outputReplaced=outputRemoved)
 

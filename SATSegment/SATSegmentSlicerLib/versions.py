@@ -1,7 +1,8 @@
 """Which Slicer the module can run in.
 
-SATSegmentLib needs Python 3.10 or later. Slicer 5.8 ships Python 3.9; Slicer 5.10 is the first release
-with a newer Python (3.12), so 5.10 is the minimum (also declared in the README and the extension's CMake).
+SATSegmentLib needs Python 3.10 or later. Slicer 5.8 ships Python 3.9.10 and Slicer 5.10 ships 3.12.10
+(`Slicer_REQUIRED_PYTHON_VERSION` in Slicer's CMakeLists.txt at tags v5.8.0, v5.8.1 and v5.10.0), so 5.10 is
+the minimum (also declared in the README and checked by the extension's CMakeLists.txt).
 """
 
 from __future__ import annotations

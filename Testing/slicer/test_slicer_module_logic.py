@@ -73,3 +73,12 @@ def test_installer_asks_for_a_restart_or_the_pytorch_extension(installer, monkey
 
     installer.installTorch = noExtension
     assert installer.install().status == "noPyTorchExtension" and calls == []
+
+
+def test_self_test_runs_and_skips_inference_without_the_model(satsegment, slicer_env, isolated_model_home, capsys):
+    """Slicer's module self-test (Reload and Test): the checks that need no model, then a clear skip."""
+    slicer_env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "left over")
+    test = satsegment.SATSegmentTest()
+    test.runTest()
+    assert slicer_env.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0  # setUp clears
+    assert "inference test skipped" in capsys.readouterr().out

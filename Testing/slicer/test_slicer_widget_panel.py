@@ -48,6 +48,18 @@ def test_a_run_with_free_text_asks_first(volume_panel):
     assert "Run them anyway" in panel.user.dialogs[-1].text and not panel.logic.running
 
 
+def test_panel_with_structures_fits_the_module_panel(volume_panel):
+    panel, ui = volume_panel, volume_panel.ui
+    panel.user.will("Yes")
+    for text in ("liver", "left kidney", "L3", "banana bread"):
+        panel.type(ui.promptLineEdit, text)
+        panel.key(ui.promptLineEdit, QtCore.Qt.Key_Return)
+    panel.type(ui.promptLineEdit, "sple")
+    shots = panel.screenshot("structures")
+    assert shots and shots[0].stat().st_size > 1000
+    assert _prompts(panel) == ["liver", "left kidney", "lumbar vertebrae 3 (l3)", "banana bread"]  # SAT's own term
+
+
 def test_presets_removal_clear_and_the_delete_key(panel):
     ui = panel.ui
     ui.presetComboBox.setFocus()
@@ -191,6 +203,10 @@ def test_run_errors_as_the_user_sees_them(volume_panel):
     dialog = panel.user.dialogs[-1]
     assert "draw an ROI" in dialog.text and dialog.detailedText == "details"
     assert panel.ui.statusLabel.text == "Failed." and "Warning: slow CPU" in panel.ui.logTextEdit.toPlainText()
+    panel.user.will("Ok")
+    panel.logic.onRunFinished(RunOutcome("error", error={"code": "internal_error", "message": "English only",
+                                                         "detail": "no labelmap"}))
+    assert panel.user.dialogs[-1].text == "The results could not be added to the scene: no labelmap"
     panel.user.will("No")  # the model is missing: offer the download instead of an error
     panel.logic.onRunFinished(RunOutcome("error", error={"code": "model_error", "message": "No model."}))
     assert "Download the model now?" in panel.user.dialogs[-1].text

@@ -12,12 +12,14 @@ GPU = '{"event": "devices", "cuda": true, "gpus": [{"name": "RTX 4090", "memory_
 
 
 def test_setup_stays_open_while_the_model_is_missing(panel):
+    panel.screenshot("setup-model-missing")
     assert not panel.ui.setupCollapsibleButton.collapsed
     assert "SAT-Nano is not installed" in panel.ui.modelStatusLabel.text
     assert panel.ui.downloadModelButton.enabled and not panel.ui.removeModelButton.enabled
 
 
 def test_setup_folds_away_once_packages_and_model_are_installed(installed_nano, panel):
+    panel.screenshot("ready")
     assert panel.ui.setupCollapsibleButton.collapsed
     assert "SAT-Nano is installed" in panel.ui.modelStatusLabel.text
     assert not panel.ui.downloadModelButton.enabled and panel.ui.removeModelButton.enabled
@@ -57,6 +59,14 @@ def test_cancel_download_ends_quietly(panel, hub):
     assert len(panel.user.dialogs) == 1  # the licence; no error dialog
     assert "Download cancelled" in panel.ui.logTextEdit.toPlainText()
     assert panel.ui.downloadModelButton.enabled and not panel.ui.cancelDownloadButton.enabled
+
+
+def test_a_download_process_that_dies_is_reported_with_its_exit_code(panel):
+    panel.logic.models.pythonCommand = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    panel.user.will("Ok", "Ok")
+    panel.click(panel.ui.downloadModelButton)
+    panel.waitUntil(lambda: not panel.logic.models.downloading, 30, "the end of the download")
+    assert panel.user.dialogs[1].text == "The download stopped (exit code 3)."
 
 
 def test_failed_download_is_reported(panel):

@@ -58,7 +58,7 @@ def _names(node) -> list[str]:
 
 
 def _tag(segment, name: str) -> str:
-    value = vtk.mutable("")
+    value = vtk.reference("")
     assert segment.GetTag(name, value), f"segment {segment.GetName()} has no tag {name}"
     return str(value)
 

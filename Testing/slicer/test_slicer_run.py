@@ -189,3 +189,36 @@ def test_undo_of_a_run_removes_the_segmentation_it_created(scene, small_ct, runn
     assert node.GetScene() is None and not outcome.canUndo
     with pytest.raises(RuntimeError):
         outcome.undo()
+
+
+# A worker that copies a prepared result to the output it was asked for and echoes a garbled path back, as a
+# worker writing in another code page would.
+ECHOES_A_GARBLED_PATH = """
+import json, shutil, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["type"] == "segment":
+        shutil.copy(sys.argv[1], request["output"])
+        print(json.dumps({"event": "result", "id": request["id"], "segments": [], "timings": {},
+                          "outputs": {"segmentation": "C:/Users/ZoÃ«/garbled.seg.nrrd"}}), flush=True)
+"""
+
+
+def test_the_result_is_read_from_the_path_the_runner_chose(scene, small_ct, tmp_path):
+    import sys
+
+    from SATSegmentLib import outputs
+    from SATSegmentLib.outputs import segment_spec
+
+    reference = sitk.ReadImage(str(tmp_path / "ct_block.nii.gz"))
+    mask = (sitk.GetArrayFromImage(reference) > 0).astype(np.uint8)
+    prepared = tmp_path / "prepared.seg.nrrd"
+    outputs.write_seg_nrrd(prepared, {"liver": mask}, reference, [segment_spec("liver", "liver", "nano")])
+    finished = []
+    client = WorkerClient([sys.executable, "-c", ECHOES_A_GARBLED_PATH, str(prepared)], None)
+    runner = SegmentationRunner(client, onFinished=finished.append, tempRoot=str(tmp_path))
+    runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.waitUntilFinished(30)
+    runner.shutdown()
+    assert finished[0].status == "done", finished[0].error
+    assert finished[0].segmentationNode.GetSegmentation().GetNumberOfSegments() == 1

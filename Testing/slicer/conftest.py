@@ -221,19 +221,6 @@ def panel(slicer_env, satsegment, logic, user, slot_errors, tmp_path):
 
 
 @pytest.fixture
-def sample_ct(slicer_env):
-    """Slicer's loading of the bundled sample CT into the application's scene, as File > Add Data does."""
-    scene = slicer_env.scene
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "example_ct_sm")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(SAMPLE_CT))
-    assert storage.ReadData(volume)
-    volume.SetAndObserveStorageNodeID(storage.GetID())
-    volume.CreateDefaultDisplayNodes()
-    return volume
-
-
-@pytest.fixture
 def ct_block(slicer_env, tmp_path):
     """A 40x40x30-voxel block of the sample CT, loaded into the application's scene: small enough for quick
     CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""

@@ -5,7 +5,7 @@ run, run errors as the user sees them, and what happens when the scene closes.""
 from __future__ import annotations
 
 import pytest
-from PySide6 import QtCore, QtTest
+from PySide6 import QtCore, QtTest, QtWidgets
 
 from SATSegmentSlicerLib.runner import RunOutcome
 
@@ -57,6 +57,13 @@ def test_panel_with_structures_fits_the_module_panel(volume_panel):
     panel.type(ui.promptLineEdit, "sple")
     shots = panel.screenshot("structures")
     assert shots and shots[0].stat().st_size > 1000
+    from qtharness.panel import PANEL_WIDTH
+
+    assert panel.container.minimumSizeHint().width() <= PANEL_WIDTH  # fits the module panel of a 1366-px screen
+    for widget in panel.container.findChildren(QtWidgets.QLabel) + panel.container.findChildren(QtWidgets.QPushButton):
+        # PythonQt-flavoured widgets: Qt properties (width, wordWrap, objectName) are attributes
+        if widget.isVisible() and not (isinstance(widget, QtWidgets.QLabel) and widget.wordWrap):
+            assert widget.width >= widget.sizeHint().width(), f"{widget.objectName} is cut off"
     assert _prompts(panel) == ["liver", "left kidney", "lumbar vertebrae 3 (l3)", "banana bread"]  # SAT's own term
 
 

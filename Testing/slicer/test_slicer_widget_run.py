@@ -69,6 +69,9 @@ def test_complete_apply_progress_volumes_and_undo(ready):
             for r in range(ui.volumesTableWidget.rowCount)]
     assert [name for name, _ in rows] == ["liver", "spleen"] and all(ml >= 0 for _, ml in rows)
     panel.screenshot("results")
+    panel.click(ui.openSegmentEditorButton)  # the editor opens on the first new segment
+    editor = panel.env.editor
+    assert editor.segmentation is output and editor.currentSegment == output.GetSegmentation().GetNthSegmentID(0)
 
     assert ui.undoButton.enabled
     panel.click(ui.undoButton)

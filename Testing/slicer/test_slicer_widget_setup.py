@@ -178,6 +178,16 @@ def test_missing_pytorch_extension_is_explained(panel, missing_package, monkeypa
     assert "PyTorch extension" in panel.user.dialogs[1].text and missing_package == []
 
 
+def test_a_gpu_too_small_for_the_model_is_explained(panel):
+    small = '{"event": "devices", "cuda": true, "gpus": [{"name": "Quadro P1000", "memory_gb": 1.0}], "torch": "2"}'
+    panel.logic.devices.command = [sys.executable, "-c", f"print({small!r})"]
+    panel.logic.devices.start()
+    panel.widget.setProcessingState()
+    panel.waitUntil(lambda: not panel.logic.devices.busy, 30, "the device probe")
+    text = panel.ui.deviceInfoLabel.text
+    assert text.startswith("Quadro P1000 (1.0 GB)") and "Quadro P1000 has 1 GB: with Automatic, SAT runs on the CPU" in text
+
+
 def test_the_real_device_probe_answers(panel):
     from SATSegmentSlicerLib import paths
 

@@ -1,15 +1,15 @@
 """SATSegment: type anatomy names, get editable segments. SAT runs in a background worker process.
 
-The module is a thin shell: the widget (prompts with completion, progress, cancel), and a logic that
-delegates to `SATSegmentSlicerLib` (Qt-free, tested in CI) and `SATSegmentLib` (the engine, which
-runs in a separate Python process). Heavy packages (torch, transformers, monai) are never imported here.
+The module is a thin shell: the widget (prompts with completion, progress, cancel, setup, results) on top
+of `SATSegmentSlicerLib`, whose Qt-free parts (vocabulary, dependencies, models, device probe, runs) are
+put together by `SATSegmentLogic` and tested on Slicer's MRML layer. The engine (`SATSegmentLib`) runs in
+separate Python processes; torch, transformers and monai are never imported here.
 """
 
-import json
 import logging
+import time
 from typing import Optional
 
-import ctk
 import qt
 import slicer
 import vtk
@@ -25,20 +25,16 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from SATSegmentSlicerLib import dependencies, devices, paths
+from SATSegmentSlicerLib import devices, paths, versions
+from SATSegmentSlicerLib.dependencies import TORCH_REQUIREMENT
+from SATSegmentSlicerLib.logic import ModuleLogic
 from SATSegmentSlicerLib.policies import ConflictPolicy
+from SATSegmentSlicerLib.prompts import PromptList
 
 paths.ensureLibraryImportable()
 
-MODALITIES = [("ct", "CT"), ("mri", "MRI"), ("pet", "PET")]
-MODELS = [("nano", "SAT-Nano"), ("pro", "SAT-Pro")]
-DEVICES = [("auto", "Automatic"), ("cuda", "GPU"), ("cpu", "CPU")]
 POLL_INTERVAL_MS = 100
-
-
-#
-# SATSegment
-#
+VOLUMES_DELAY_MS = 300  # volumes are recomputed once edits pause
 
 
 class SATSegment(ScriptedLoadableModule):
@@ -49,11 +45,11 @@ class SATSegment(ScriptedLoadableModule):
         self.parent.title = _("SAT Segment")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["SATSegment developers"]
+        self.parent.contributors = ["SATSegment developers (SATSegment project)"]
         self.parent.helpText = _(
             "Segment anatomy in CT, MRI and PET by typing its name (for example <i>liver</i>, "
             "<i>left parotid gland</i>, <i>L3</i>). SAT runs on this computer, in a background process, on the GPU "
-            "or the CPU; results are segments you can edit in the Segment Editor. "
+            "or the CPU; results are segments you can edit in the Segment Editor. Needs Slicer 5.10 or later. "
             'See the <a href="https://github.com/SATSegment/SlicerSATSegment">documentation</a>.'
         )
         self.parent.acknowledgementText = _(
@@ -71,9 +67,12 @@ def loadTerminology() -> None:
     loadTerminologyContexts(slicer.modules.terminologies.logic(), paths.resourcesDir() / "Terminology")
 
 
-#
-# SATSegmentParameterNode
-#
+def installTorch():
+    """torch through the PyTorch extension, never pip: the module, or None when Slicer must restart first.
+    Raises ImportError when the PyTorch extension is not installed."""
+    import PyTorchUtils
+
+    return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_REQUIREMENT)
 
 
 @parameterNodeWrapper
@@ -91,80 +90,94 @@ class SATSegmentParameterNode:
     conflictPolicy: str = ConflictPolicy.AUTO.value
 
 
-#
-# SATSegmentWidget
-#
-
-
 class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Prompt box with completion, presets, run/cancel with progress, model and dependency setup."""
+    """Setup, inputs, prompt box with completion, run/cancel with progress, results; logic passed in or made."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, logic: Optional["SATSegmentLogic"] = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
-        self.logic = None
+        self.logic = logic
+        self.ui = None  # stays None on a Slicer too old for SATSegment
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._suggestionTerms = {}
-        self._lastSegmentIds = []
-        self._lastSegmentationNode = None
-        self._gpus = []
+        self._lastOutcome = None  # the last run's result, for "Undo last result" (until the next run)
+        self._devices = None  # the device probe's answer
+        self._modelInstalled = False
+        self._observedSegmentation = None
 
     # -- setup -------------------------------------------------------------------------------------
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
+        if not versions.pythonSupported():
+            self.layout.addWidget(qt.QLabel(_(
+                "SATSegment needs Slicer {slicer} or later (Python {python} or later). This Slicer runs Python "
+                "{running}: install a newer Slicer to use SATSegment.").format(
+                    slicer=versions.MINIMUM_SLICER, python="3.10", running=versions.pythonText())))
+            return
         uiWidget = slicer.util.loadUI(str(paths.resourcesDir() / "UI" / "SATSegment.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
-
-        self.logic = SATSegmentLogic()
-        self.logic.onProgress = self.onRunProgress
-        self.logic.onFinished = self.onRunFinished
-        self.logic.onLog = self.appendLog
-
-        for combo, items in ((self.ui.modalityComboBox, MODALITIES), (self.ui.modelComboBox, MODELS),
-                             (self.ui.deviceComboBox, DEVICES)):
-            for value, label in items:
-                combo.addItem(_(label), value)
-        for policy, label in ((ConflictPolicy.AUTO, _("Replace unedited SAT segments, else keep both")),
-                              (ConflictPolicy.REPLACE, _("Replace")), (ConflictPolicy.KEEP_BOTH, _("Keep both")),
-                              (ConflictPolicy.SKIP, _("Skip"))):
-            self.ui.conflictPolicyComboBox.addItem(label, policy.value)
-
+        self.logic = self.logic or SATSegmentLogic()
+        self.logic.setCallbacks(onLog=self.appendLog, onRunProgress=self.onRunProgress, onRunFinished=self.onRunFinished,
+                                onDownloadProgress=self.onDownloadProgress, onDownloadFinished=self.onDownloadFinished,
+                                onDevicesKnown=self.onDevicesKnown)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.timeout.connect(self.onPoll)
+        self._volumesTimer = qt.QTimer()
+        self._volumesTimer.setSingleShot(True)
+        self._volumesTimer.setInterval(VOLUMES_DELAY_MS)
+        self._volumesTimer.timeout.connect(self.updateVolumes)
+        self._fillChoices()
         self._setupPromptEditing()
-        self.ui.modalityComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
+        for combo in (self.ui.modalityComboBox, self.ui.deviceComboBox, self.ui.conflictPolicyComboBox):
+            combo.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChoiceChanged)
-        self.ui.deviceComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
-        self.ui.conflictPolicyComboBox.currentIndexChanged.connect(self.updateParameterNodeFromGUI)
         self.ui.inputVolumeSelector.currentNodeChanged.connect(self.onInputVolumeChanged)
+        self.ui.roiSelector.nodeAddedByUser.connect(self.onRoiCreated)
+        self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.onOutputChanged)
         self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
         self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
         self.ui.downloadModelButton.clicked.connect(self.onDownloadModel)
-        self.ui.cancelDownloadButton.clicked.connect(self.logic.cancelDownload)
-        self.ui.importModelFolderButton.clicked.connect(lambda: self.onImportModel(folder=True))
-        self.ui.importModelZipButton.clicked.connect(lambda: self.onImportModel(folder=False))
+        self.ui.cancelDownloadButton.clicked.connect(self.onCancelDownload)
+        self.ui.importModelFolderButton.clicked.connect(self.onImportModelFolder)
+        self.ui.importModelZipButton.clicked.connect(self.onImportModelZip)
         self.ui.openModelsFolderButton.clicked.connect(self.onOpenModelsFolder)
         self.ui.removeModelButton.clicked.connect(self.onRemoveModel)
-        self.ui.show3DButton.clicked.connect(self.onShow3D)
         self.ui.openSegmentEditorButton.clicked.connect(self.onOpenSegmentEditor)
-        self.ui.computeVolumesButton.clicked.connect(self.onComputeVolumes)
+        self.ui.removeSegmentsButton.clicked.connect(self.onRemoveSelectedSegments)
+        self.ui.removeAllSegmentsButton.clicked.connect(self.onRemoveAllSegments)
+        self.ui.undoButton.clicked.connect(self.onUndoLastResult)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         slicer.app.connect("aboutToQuit()", self.logic.shutdown)
 
         self.initializeParameterNode()
-        self.updateDependencyStatus()
-        self.updateModelList()
-        self.logic.queryDevices(self.onDevicesKnown)
+        self.updateSetupStatus()
+        self.logic.devices.start()
+        self.setProcessingState()
+
+    def _fillChoices(self) -> None:
+        for combo, items in (
+                (self.ui.modalityComboBox, (("ct", _("CT")), ("mri", _("MRI")), ("pet", _("PET")))),
+                (self.ui.modelComboBox, (("nano", _("SAT-Nano")), ("pro", _("SAT-Pro")))),
+                (self.ui.deviceComboBox, (("auto", _("Automatic")), ("cuda", _("GPU")), ("cpu", _("CPU")))),
+                (self.ui.conflictPolicyComboBox, ((ConflictPolicy.AUTO.value, _("Replace unedited results, else keep both")),
+                                                  (ConflictPolicy.REPLACE.value, _("Replace")),
+                                                  (ConflictPolicy.KEEP_BOTH.value, _("Keep both")),
+                                                  (ConflictPolicy.SKIP.value, _("Skip"))))):
+            for value, label in items:
+                combo.addItem(label, value)
 
     def _setupPromptEditing(self) -> None:
         self.completerModel = qt.QStringListModel()
         self.completer = qt.QCompleter(self.completerModel, self.ui.promptLineEdit)
         self.completer.setCaseSensitivity(qt.Qt.CaseInsensitive)
-        # complete() already matched synonyms and substrings: show its list as it is, in its order
+        # the vocabulary already matched synonyms and substrings: show its list as it is, in its order
         self.completer.setCompletionMode(qt.QCompleter.UnfilteredPopupCompletion)
         self.ui.promptLineEdit.setCompleter(self.completer)
         self.completer.connect("activated(QString)", self.onSuggestionChosen)
@@ -172,9 +185,9 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptLineEdit.returnPressed.connect(self.onPromptEntered)
         self.ui.addPromptButton.clicked.connect(self.onPromptEntered)
         self.ui.removePromptButton.clicked.connect(self.onRemoveSelectedPrompts)
-        self.ui.clearPromptsButton.clicked.connect(lambda: self.setPrompts([], []))
+        self.ui.clearPromptsButton.clicked.connect(self.onClearPrompts)
         self.ui.presetComboBox.addItem(_("Add a preset..."), "")
-        for name in self.logic.presets():
+        for name in self.logic.vocabulary.presets():
             self.ui.presetComboBox.addItem(name, name)
         self.ui.presetComboBox.connect("activated(int)", self.onPresetChosen)
         for keys in ("Ctrl+Return", "Ctrl+Enter"):
@@ -187,20 +200,23 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self.removeObservers()
+        if self.ui is not None:
+            self._timer.stop()
+            self._volumesTimer.stop()  # its table goes with the widget
         if self.logic:
             self.logic.shutdown()
 
     def enter(self) -> None:
-        self.initializeParameterNode()
+        if self.ui is not None:
+            self.initializeParameterNode()
 
     def exit(self) -> None:
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        if self.ui is not None:
+            self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.logic.stopWorker()  # its caches belong to the closed scene's volumes; downloads go on
+        self._lastOutcome = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -211,8 +227,9 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not self._parameterNode.inputVolume and firstVolume:
+            self._parameterNode.inputVolume = firstVolume
 
     def setParameterNode(self, inputParameterNode: Optional[SATSegmentParameterNode]) -> None:
         if self._parameterNode:
@@ -226,8 +243,6 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def updateGUIFromParameterNode(self, caller=None, event=None) -> None:
         node = self._parameterNode
-        if node is None:
-            return
         for combo, value in ((self.ui.modalityComboBox, node.modality), (self.ui.modelComboBox, node.model),
                              (self.ui.deviceComboBox, node.device), (self.ui.conflictPolicyComboBox, node.conflictPolicy)):
             wasBlocked = combo.blockSignals(True)
@@ -241,51 +256,76 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 item.setText(_("{prompt} (not in SAT's vocabulary)").format(prompt=prompt))
                 item.setForeground(qt.QBrush(qt.QColor("darkorange")))
             self.ui.promptListWidget.addItem(item)
-        self.updateApplyButton()
+        self.setProcessingState()
 
     def updateParameterNodeFromGUI(self, *unused) -> None:
         node = self._parameterNode
         if node is None:
             return
+        wasModifying = node.StartModify()  # one GUI update at the end, not one per field (it would reset the rest)
         node.modality = self.ui.modalityComboBox.currentData
         node.model = self.ui.modelComboBox.currentData
         node.device = self.ui.deviceComboBox.currentData
         node.conflictPolicy = self.ui.conflictPolicyComboBox.currentData
+        node.EndModify(wasModifying)
 
-    def updateApplyButton(self) -> None:
-        if self.logic.busy:
-            self.ui.applyButton.text = _("Cancel")
-            self.ui.applyButton.toolTip = _("Stop the running segmentation; the scene stays as it was.")
-            self.ui.applyButton.enabled = True
-            return
-        node = self._parameterNode
-        ready = bool(node and node.inputVolume and node.prompts)
-        self.ui.applyButton.text = _("Apply")
-        self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = (_("Segment the chosen structures (Ctrl+Enter)") if ready
+    def setProcessingState(self) -> None:
+        """Every busy/idle state of the panel, from what the logic is doing now (one place for all of it)."""
+        node, logic = self._parameterNode, self.logic
+        running, downloading = logic.running, bool(logic.models.downloading)
+        typed = bool(self.ui.promptLineEdit.text.strip())
+        ready = bool(node and node.inputVolume and (node.prompts or typed))
+        self.ui.applyButton.text = _("Cancel") if running else _("Apply")
+        self.ui.applyButton.enabled = running or ready
+        self.ui.applyButton.toolTip = (_("Stop the running segmentation; the scene stays as it was.") if running
+                                       else _("Segment the chosen structures (Ctrl+Enter)") if ready
                                        else _("Select an input volume and add at least one structure."))
+        self.ui.installDependenciesButton.enabled = not running and bool(logic.dependencies.missing())
+        self.ui.downloadModelButton.enabled = not downloading and not self._modelInstalled
+        self.ui.cancelDownloadButton.enabled = downloading
+        self.ui.downloadProgressBar.visible = downloading
+        for button in (self.ui.importModelFolderButton, self.ui.importModelZipButton):
+            button.enabled = not downloading
+        self.ui.removeModelButton.enabled = not downloading and not running and self._modelInstalled
+        output = node.outputSegmentation if node else None
+        hasSegments = bool(output and output.GetSegmentation().GetNumberOfSegments())
+        self.ui.openSegmentEditorButton.enabled = output is not None
+        self.ui.removeSegmentsButton.enabled = self.ui.removeAllSegmentsButton.enabled = hasSegments and not running
+        self.ui.undoButton.enabled = not running and self._lastOutcome is not None and self._lastOutcome.canUndo
+        if logic.busy:
+            self._timer.start()
+        else:
+            self._timer.stop()
+
+    def onPoll(self) -> None:
+        self.logic.poll()
+        if not self.logic.busy:
+            self._timer.stop()
 
     # -- prompts -----------------------------------------------------------------------------------
 
-    def setPrompts(self, prompts, freeText) -> None:
-        self._parameterNode.freeTextPrompts = [p for p in dict.fromkeys(freeText) if p in prompts]
-        self._parameterNode.prompts = list(dict.fromkeys(prompts))
+    def _prompts(self) -> PromptList:
+        return PromptList.of(self._parameterNode.prompts, self._parameterNode.freeTextPrompts)
 
-    def addPrompts(self, terms, freeText=()) -> None:
+    def _setPrompts(self, prompts: PromptList) -> None:
         node = self._parameterNode
-        self.setPrompts(list(node.prompts) + list(terms), list(node.freeTextPrompts) + list(freeText))
+        wasModifying = node.StartModify()
+        node.freeTextPrompts = list(prompts.freeText)
+        node.prompts = list(prompts.prompts)
+        node.EndModify(wasModifying)
 
     def onPromptEdited(self, text: str) -> None:
-        suggestions = self.logic.suggestions(text, self._parameterNode.modality)
+        suggestions = self.logic.vocabulary.suggestions(text, self._parameterNode.modality)
         self._suggestionTerms = {suggestion.display: suggestion.term for suggestion in suggestions}
         self.completerModel.setStringList(list(self._suggestionTerms))
         if suggestions:
             self.completer.complete()
+        self.setProcessingState()
 
     def onSuggestionChosen(self, display: str) -> None:
         term = self._suggestionTerms.get(display)
         if term:
-            self.addPrompts([term])
+            self._setPrompts(self._prompts().adding([term]))
             qt.QTimer.singleShot(0, self.ui.promptLineEdit.clear)  # after QCompleter wrote the text
             self.ui.promptWarningLabel.text = ""
 
@@ -294,13 +334,12 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         text = self.ui.promptLineEdit.text.strip()
         if not text:
             return False
-        # Enter on a completion: the line edit holds the suggestion's display text
-        term = self._suggestionTerms.get(text)
+        term = self._suggestionTerms.get(text)  # Enter on a completion: the line edit holds its display text
         suggestions = []
         if term is None:
-            term, suggestions = self.logic.resolvePrompt(text, self._parameterNode.modality)
+            term, suggestions = self.logic.vocabulary.resolve(text, self._parameterNode.modality)
         if term:
-            self.addPrompts([term])
+            self._setPrompts(self._prompts().adding([term]))
             self.ui.promptLineEdit.clear()
             self.ui.promptWarningLabel.text = ""
             return True
@@ -308,133 +347,176 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.promptWarningLabel.text = _("'{text}' is not in SAT's vocabulary. {hint}").format(text=text, hint=hint)
         confirmed = slicer.util.confirmYesNoDisplay(
             _("'{text}' is not a structure SAT was trained on, so its result is unreliable. {hint}\n\n"
-              "Add it anyway as free text?").format(text=text, hint=hint),
-            windowTitle=_("Unknown structure"))
+              "Add it anyway as free text?").format(text=text, hint=hint), windowTitle=_("Unknown structure"))
         if confirmed:
-            self.addPrompts([text], [text])
+            self._setPrompts(self._prompts().adding([text], [text]))
             self.ui.promptLineEdit.clear()
         return confirmed
 
     def onRemoveSelectedPrompts(self) -> None:
-        selected = {item.data(qt.Qt.UserRole) for item in self.ui.promptListWidget.selectedItems()}
-        node = self._parameterNode
-        self.setPrompts([p for p in node.prompts if p not in selected], node.freeTextPrompts)
+        selected = [item.data(qt.Qt.UserRole) for item in self.ui.promptListWidget.selectedItems()]
+        self._setPrompts(self._prompts().removing(selected))
+
+    def onClearPrompts(self) -> None:
+        self._setPrompts(PromptList())
 
     def onPresetChosen(self, index: int) -> None:
         name = self.ui.presetComboBox.itemData(index)
         if name:
-            self.addPrompts(self.logic.presets()[name])
+            self._setPrompts(self._prompts().adding(self.logic.vocabulary.presets()[name]))
         self.ui.presetComboBox.setCurrentIndex(0)
 
     def onRunShortcut(self) -> None:
-        if self.ui.promptLineEdit.text.strip() and not self.onPromptEntered():
-            return
-        if self.ui.applyButton.enabled and not self.logic.busy:
+        if not self.logic.running and self.ui.applyButton.enabled:
             self.onApplyOrCancel()
 
-    # -- inputs and devices ------------------------------------------------------------------------
+    # -- inputs, devices, setup ---------------------------------------------------------------------
 
     def onInputVolumeChanged(self, volumeNode) -> None:
-        if self._parameterNode is None:
-            return
         modality = self.logic.modalityFromDicom(volumeNode) if volumeNode else None
         if modality:
             self._parameterNode.modality = modality
-            self.ui.modalityInfoLabel.text = _("from the DICOM header")
-        else:
-            self.ui.modalityInfoLabel.text = _("choose the scan type")
-        self.updateApplyButton()
+        self.ui.modalityInfoLabel.text = _("Read from the DICOM header.") if modality else _("Choose the scan type.")
+        self.setProcessingState()
+
+    def onRoiCreated(self, roiNode) -> None:
+        volume = self._parameterNode.inputVolume
+        if volume is not None:
+            self.logic.fitRoiToVolume(roiNode, volume)
 
     def onDevicesKnown(self, info: dict) -> None:
-        self._gpus = info.get("gpus", [])
-        self.onModelChoiceChanged()
+        self._devices = info
+        self.updateDeviceInfo()
+
+    def updateDeviceInfo(self) -> None:
+        info = self._devices
+        gpus = info["gpus"] if info else []
+        if info is None:
+            text = _("Checking the GPU...")
+        elif info["error"]:
+            text = _("The GPU could not be checked ({error}); Automatic lets SAT choose when it runs.").format(error=info["error"])
+        elif gpus:
+            text = ", ".join(_("{name} ({memory} GB)").format(name=g["name"], memory=g["memory_gb"]) for g in gpus)
+        else:
+            text = _("No CUDA GPU found: SAT will run on the CPU (minutes per scan).")
+        model = self.logic.models.info(self.ui.modelComboBox.currentData)
+        needs = self.memoryText(devices.memoryAdvice(gpus, model.get("variant")), model.get("display_name", ""))
+        self.ui.deviceInfoLabel.text = text + ("\n" + needs if needs else "")
+
+    @staticmethod
+    def memoryText(advice: Optional[dict], model: str) -> str:
+        """What the chosen model needs, and a warning when the first GPU is too small for it."""
+        if advice is None:
+            return ""
+        text = _("{model} needs about {gpu:.1f} GB of GPU memory ({fastest:.1f} GB for the fastest plan) or "
+                 "{cpu:.1f} GB of RAM on the CPU.").format(model=model, gpu=advice["gpu_gb"],
+                                                           fastest=advice["gpu_fastest_gb"], cpu=advice["cpu_gb"])
+        small = advice["smallGpu"]
+        if small:
+            text += " " + _("{gpu} has {memory:g} GB: with Automatic, SAT runs on the CPU (slower); an ROI does not "
+                            "reduce the memory of one window.").format(gpu=small["name"], memory=small["memory_gb"])
+        return text
 
     def onModelChoiceChanged(self, *unused) -> None:
         self.updateParameterNodeFromGUI()
-        gpus = self._gpus
-        text = (", ".join(_("{name} ({memory} GB)").format(name=g["name"], memory=g["memory_gb"]) for g in gpus)
-                if gpus else _("No CUDA GPU found: SAT will run on the CPU (minutes per scan)."))
-        info = self.logic.modelInfo(self.ui.modelComboBox.currentData)
-        needs = devices.memoryText(gpus, info.get("variant"), info.get("display_name", ""))
-        self.ui.deviceInfoLabel.text = text + ("\n" + needs if needs else "")
+        self.updateSetupStatus()
 
-    # -- setup: dependencies and models ------------------------------------------------------------
-
-    def updateDependencyStatus(self) -> None:
-        missing = self.logic.missingDependencies()
+    def updateSetupStatus(self) -> None:
+        """Packages and the chosen model; Setup folds away once both are there (and opens while they are not)."""
+        missing = self.logic.dependencies.missing()
         self.ui.dependencyStatusLabel.text = (_("All required Python packages are installed.") if not missing
-                                              else _("Missing: {packages}").format(packages=", ".join(missing)))
-        self.ui.installDependenciesButton.enabled = bool(missing)
+                                              else _("Missing Python packages: {packages}").format(packages=", ".join(missing)))
+        status = self.logic.models.status(self.ui.modelComboBox.currentData)
+        self._modelInstalled = bool(status and status.installed)
+        if status is not None:
+            self.ui.modelStatusLabel.text = (
+                _("{model} is installed ({size:.1f} GB).") if status.installed
+                else _("{model} is not installed: download it (about {size:.1f} GB) or import the official files.")
+            ).format(model=status.display_name, size=status.size_bytes / 1e9)
+        self.ui.setupCollapsibleButton.collapsed = not missing and self._modelInstalled
+        self.updateDeviceInfo()
+        self.setProcessingState()
 
     def onInstallDependencies(self) -> None:
+        missing = self.logic.dependencies.missing()
+        if not slicer.util.confirmOkCancelDisplay(
+                _("SATSegment will install these Python packages into Slicer:\n\n{packages}\n\n"
+                  "torch comes from the PyTorch extension. This can take several minutes.").format(packages="\n".join(missing)),
+                windowTitle=_("Install Python packages")):
+            return
         with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-            self.logic.installDependencies()
-        self.updateDependencyStatus()
+            outcome = self.logic.dependencies.install()
+        self.updateSetupStatus()
+        if outcome.status == "restart":
+            if slicer.util.confirmYesNoDisplay(_("PyTorch is installed, but Slicer must restart before SATSegment can use it. "
+                                                 "Restart Slicer now?"), windowTitle=_("Restart Slicer")):
+                slicer.util.restart()
+        elif outcome.status == "noPyTorchExtension":
+            slicer.util.errorDisplay(_("The PyTorch extension is required: install it from the Extensions Manager, "
+                                       "restart Slicer, and press Install again."))
+        else:
+            self.logic.devices.start()  # torch may now see a GPU
+            self.setProcessingState()
 
-    def updateModelList(self) -> None:
-        self.ui.modelListWidget.clear()
-        for row in self.logic.modelStatuses():
-            state = _("installed") if row.installed else _("not installed, about {size:.1f} GB").format(size=row.size_bytes / 1e9)
-            item = qt.QListWidgetItem(f"{row.display_name}: {state}")
-            item.setData(qt.Qt.UserRole, row.name)
-            self.ui.modelListWidget.addItem(item)
-
-    def selectedModelName(self) -> str:
-        item = self.ui.modelListWidget.currentItem()
-        return item.data(qt.Qt.UserRole) if item else self.ui.modelComboBox.currentData
-
-    def onDownloadModel(self, name: Optional[str] = None) -> None:
-        name = name or self.selectedModelName()
-        if not slicer.util.confirmOkCancelDisplay(self.logic.licenceText(), windowTitle=_("SAT model licence")):
+    def onDownloadModel(self) -> None:
+        if not slicer.util.confirmOkCancelDisplay(self.logic.models.licence(), windowTitle=_("SAT model licence")):
             return
         self.ui.downloadProgressBar.setValue(0)
-        self.ui.downloadProgressBar.visible = True
-        self.ui.cancelDownloadButton.enabled = True
-        self.ui.downloadModelButton.enabled = False
-        self.logic.startDownload(name, self.onDownloadProgress, self.onDownloadFinished)
+        self.logic.models.startDownload(self._parameterNode.model)
+        self.setProcessingState()
+
+    def onCancelDownload(self) -> None:
+        self.logic.models.cancelDownload()
 
     def onDownloadProgress(self, event: dict) -> None:
         total = event.get("total") or 0
+        self.ui.downloadProgressBar.setFormat(event.get("message", "") + " (%p%)")  # the file and megabytes
         self.ui.downloadProgressBar.setValue(int(100 * event.get("current", 0) / total) if total else 0)
-        self.ui.downloadProgressBar.setFormat(f"{event.get('file', '')} %p%")
 
-    def onDownloadFinished(self, event: dict) -> None:
-        self.ui.downloadProgressBar.visible = False
-        self.ui.cancelDownloadButton.enabled = False
-        self.ui.downloadModelButton.enabled = True
-        self.updateModelList()
-        if event.get("event") == "error":
-            slicer.util.errorDisplay(event.get("message", ""), detailedText=event.get("hint", ""))
+    def onDownloadFinished(self, end) -> None:
+        self.updateSetupStatus()
+        if end.status == "cancelled":
+            self.appendLog(_("Download cancelled; the next download resumes where it stopped."))
+        elif end.status == "error":
+            error = end.error
+            message = (_("The download stopped (exit code {code}).").format(code=error.get("exit_code"))
+                       if error.get("code") == "download_stopped" else error.get("message", ""))
+            slicer.util.errorDisplay(message, detailedText=error.get("hint", ""))
 
-    def onImportModel(self, folder: bool) -> None:
-        if folder:
-            path = qt.QFileDialog.getExistingDirectory(self.parent, _("Folder with the official SAT files"))
-        else:
-            path = qt.QFileDialog.getOpenFileName(self.parent, _("Zip file with the official SAT files"), "", "Zip (*.zip)")
+    def _importModel(self, path: str) -> None:
         if path:
             with slicer.util.tryWithErrorDisplay(_("Importing the model failed."), waitCursor=True):
-                self.logic.importModel(self.selectedModelName(), path)
-            self.updateModelList()
+                self.logic.models.importModel(self._parameterNode.model, path)
+            self.updateSetupStatus()
+
+    def onImportModelFolder(self) -> None:
+        self._importModel(qt.QFileDialog.getExistingDirectory(self.parent, _("Folder with the official SAT files")))
+
+    def onImportModelZip(self) -> None:
+        self._importModel(qt.QFileDialog.getOpenFileName(self.parent, _("Zip file with the official SAT files"), "",
+                                                         _("Zip files (*.zip)")))
 
     def onOpenModelsFolder(self) -> None:
-        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.modelsFolder())))
+        qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(self.logic.models.folder())))
 
     def onRemoveModel(self) -> None:
-        name = self.selectedModelName()
+        name = self.ui.modelComboBox.currentText
         if slicer.util.confirmYesNoDisplay(_("Delete the downloaded files of {name}?").format(name=name)):
             with slicer.util.tryWithErrorDisplay(_("Removing the model failed.")):
-                self.logic.removeModel(name)
-            self.updateModelList()
+                self.logic.models.remove(self._parameterNode.model)
+            self.updateSetupStatus()
 
     # -- running -----------------------------------------------------------------------------------
 
     def onApplyOrCancel(self) -> None:
-        if self.logic.busy:
+        if self.logic.running:
             self.appendLog(_("Cancelling..."))
             self.logic.cancel()
             return
+        if self.ui.promptLineEdit.text.strip() and not self.onPromptEntered():
+            return  # the typed structure is part of the request; it was not added
         node = self._parameterNode
-        missingPackages = self.logic.missingDependencies()
+        missingPackages = self.logic.dependencies.missing()
         if missingPackages:
             slicer.util.errorDisplay(_("Install the Python packages SAT needs first (Setup, Install...): {packages}").format(
                 packages=", ".join(missingPackages)))
@@ -443,19 +525,27 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 _("These prompts are not in SAT's vocabulary: {prompts}. Run them anyway?").format(
                     prompts=", ".join(node.freeTextPrompts))):
             return
-        missingModel = self.logic.modelMissing(node.model)
-        if missingModel and slicer.util.confirmYesNoDisplay(
-                _("{model} is not installed. Download it now?").format(model=missingModel)):
-            self.onDownloadModel(node.model)
+        missingModel = self.logic.models.missing(node.model)
+        if missingModel:
+            if slicer.util.confirmYesNoDisplay(_("{model} is not installed. Download it now?").format(model=missingModel)):
+                self.onDownloadModel()
             return
         try:
             self.logic.run(node)
         except Exception as exc:
-            slicer.util.errorDisplay(_("Could not start SAT: {error}").format(error=exc))
+            slicer.util.errorDisplay(self.refusalText(exc))
             return
+        self._lastOutcome = None
         self.ui.progressBar.setValue(0)
         self.ui.statusLabel.text = _("Starting...")
-        self.updateApplyButton()
+        self.setProcessingState()
+
+    def refusalText(self, exc: Exception) -> str:
+        if getattr(exc, "code", "") == "output_transform":
+            return _("The segmentation '{segmentation}' is under another transform than the volume '{volume}', so the "
+                     "results would not overlay the scan. Choose 'Create new segmentation on Apply', or put both under "
+                     "the same transform.").format(**exc.params)
+        return _("Could not start SAT: {error}").format(error=exc)
 
     def onRunProgress(self, event: dict) -> None:
         self.ui.progressBar.setValue(int(100 * (event.get("fraction") or 0)))
@@ -464,38 +554,45 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = f"{event.get('stage', '')}: {event.get('message', '')}{remaining}"
 
     def onRunFinished(self, outcome) -> None:
-        self.updateApplyButton()
         for warning in outcome.warnings:
             self.appendLog(_("Warning: {message}").format(message=warning.get("message", "")))
         if outcome.status == "cancelled":
             self.ui.statusLabel.text = _("Cancelled; nothing was changed.")
             self.ui.progressBar.setValue(0)
-            return
-        if outcome.status == "error":
+        elif outcome.status == "error":
             self.ui.statusLabel.text = _("Failed.")
             self.showRunError(outcome.error)
-            return
-        self.ui.progressBar.setValue(100)
-        self._lastSegmentationNode = outcome.segmentationNode
-        self._lastSegmentIds = outcome.report.added
-        self._parameterNode.outputSegmentation = outcome.segmentationNode
+        else:
+            self.ui.progressBar.setValue(100)
+            self._lastOutcome = outcome
+            self._parameterNode.outputSegmentation = outcome.segmentationNode
+            self.ui.statusLabel.text = self.summaryText(outcome)
+        self.setProcessingState()
+
+    def summaryText(self, outcome) -> str:
         report = outcome.report
-        summary = _("{added} segments added").format(added=len(report.added))
+        summary = _("{added} segments added to '{segmentation}'.").format(
+            added=len(report.added), segmentation=outcome.segmentationNode.GetName())
         if report.keptBoth:
-            summary += _("; kept existing: {names}").format(names=", ".join(report.keptBoth))
+            summary += " " + _("Kept your segments: {names}.").format(names=", ".join(report.keptBoth))
         if report.skipped:
-            summary += _("; skipped: {names}").format(names=", ".join(report.skipped))
-        self.ui.statusLabel.text = summary
-        self.showVolumes(self.logic.segmentVolumes(outcome.segmentationNode, report.added))
+            summary += " " + _("Skipped: {names}.").format(names=", ".join(report.skipped))
+        if outcome.outputReplaced:
+            summary += " " + _("The chosen segmentation was deleted during the run, so a new one holds the results.")
+        return summary
 
     def showRunError(self, error: dict) -> None:
         code = error.get("code")
         message = error.get("message", _("Unknown error"))
-        if code == "out_of_memory":
+        if code == "input_removed":
+            message = _("The input volume was deleted during the run, so the results were not added.")
+        elif code in ("internal_error", "result_unreadable") and "detail" in error:  # the runner's own errors
+            message = _("The results could not be added to the scene: {detail}").format(detail=error["detail"])
+        elif code == "out_of_memory":
             message += "\n\n" + _("Try: draw an ROI around the structures, choose SAT-Nano, or run on the CPU.")
-        if code == "model_error" and self.logic.modelMissing(self._parameterNode.model):
+        elif code == "model_error" and self.logic.models.missing(self._parameterNode.model):
             if slicer.util.confirmYesNoDisplay(message + "\n\n" + _("Download the model now?")):
-                self.onDownloadModel(self._parameterNode.model)
+                self.onDownloadModel()
             return
         slicer.util.errorDisplay(message, detailedText=error.get("hint", ""))
 
@@ -505,280 +602,86 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- results -----------------------------------------------------------------------------------
 
-    def showVolumes(self, volumes: dict) -> None:
+    def onOutputChanged(self, node) -> None:
+        if self._observedSegmentation is not None:
+            self.removeObservers(self.onSegmentationChanged)
+        self._observedSegmentation = node.GetSegmentation() if node else None
+        if node is not None:
+            for event in (slicer.vtkSegmentation.SegmentAdded, slicer.vtkSegmentation.SegmentRemoved,
+                          slicer.vtkSegmentation.SegmentModified):
+                self.addObserver(self._observedSegmentation, event, self.onSegmentationChanged)
+        self.ui.segmentsTableView.setSegmentationNode(node)
+        self.ui.show3DButton.setSegmentationNode(node)
+        self.updateVolumes()
+        self.setProcessingState()
+
+    def onSegmentationChanged(self, caller, event) -> None:
+        self._volumesTimer.start()  # once edits pause
+        self.setProcessingState()
+
+    def updateVolumes(self) -> None:
+        node = self._parameterNode.outputSegmentation if self._parameterNode else None
+        volumes = self.logic.segmentVolumes(node) if node else {}
         table = self.ui.volumesTableWidget
         table.setRowCount(len(volumes))
         for row, (name, ml) in enumerate(volumes.items()):
             table.setItem(row, 0, qt.QTableWidgetItem(name))
             table.setItem(row, 1, qt.QTableWidgetItem(f"{ml:.1f}"))
 
-    def onComputeVolumes(self) -> None:
-        node = self._parameterNode.outputSegmentation
-        if node:
-            ids = vtk.vtkStringArray()
-            node.GetSegmentation().GetSegmentIDs(ids)
-            self.showVolumes(self.logic.segmentVolumes(node, [ids.GetValue(i) for i in range(ids.GetNumberOfValues())]))
+    def onRemoveSelectedSegments(self) -> None:
+        segmentation = self._parameterNode.outputSegmentation.GetSegmentation()
+        for segmentId in self.ui.segmentsTableView.selectedSegmentIDs():
+            segmentation.RemoveSegment(segmentId)
 
-    def onShow3D(self) -> None:
+    def onRemoveAllSegments(self) -> None:
         node = self._parameterNode.outputSegmentation
-        if node:
-            node.CreateClosedSurfaceRepresentation()
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpView)
+        if slicer.util.confirmYesNoDisplay(_("Delete all {count} segments of '{name}'?").format(
+                count=node.GetSegmentation().GetNumberOfSegments(), name=node.GetName())):
+            node.GetSegmentation().RemoveAllSegments()
+
+    def onUndoLastResult(self) -> None:
+        outcome, self._lastOutcome = self._lastOutcome, None
+        outcome.undo()
+        self.ui.statusLabel.text = _("The last result was undone.")
+        self.setProcessingState()
 
     def onOpenSegmentEditor(self) -> None:
         node = self._parameterNode.outputSegmentation
-        if not node:
-            return
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         editor.setSegmentationNode(node)
         editor.setSourceVolumeNode(self._parameterNode.inputVolume)
-        if node is self._lastSegmentationNode and self._lastSegmentIds:
-            editor.setCurrentSegmentID(self._lastSegmentIds[0])
-            for table in slicer.util.findChildren(editor, className="qMRMLSegmentsTableView"):
-                table.setSelectedSegmentIDs(self._lastSegmentIds)
+        outcome = self._lastOutcome
+        if outcome is not None and outcome.segmentationNode is node and outcome.report.added:
+            editor.setCurrentSegmentID(outcome.report.added[0])
 
 
-#
-# SATSegmentLogic
-#
-
-
-class SATSegmentLogic(ScriptedLoadableModuleLogic):
-    """MRML and process work of the module; the Qt-free parts live in SATSegmentSlicerLib."""
+class SATSegmentLogic(ScriptedLoadableModuleLogic, ModuleLogic):
+    """`ModuleLogic` (the Qt-free parts put together) with the module's parameter node."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.onProgress = lambda event: None
-        self.onFinished = lambda outcome: None
-        self.onLog = lambda line: None
-        self._runner = None
-        self._download = None
-        self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_INTERVAL_MS)
-        self._timer.timeout.connect(self._poll)
+        ModuleLogic.__init__(self, paths.resourcesDir() / "requirements.txt", installTorch, slicer.util.pip_install,
+                             lambda: slicer.app.temporaryPath)
 
     def getParameterNode(self) -> SATSegmentParameterNode:
         return SATSegmentParameterNode(super().getParameterNode())
 
-    # vocabulary (pure Python, loaded on first use)
-
-    def suggestions(self, text: str, modality: str, limit: int = 15) -> list:
-        from SATSegmentLib import vocabulary
-
-        return vocabulary.complete(text, modality=modality, limit=limit) if text.strip() else []
-
-    def resolvePrompt(self, text: str, modality: str) -> tuple:
-        """(SAT term, []) if SAT knows the text, else (None, suggestions)."""
-        from SATSegmentLib import errors, vocabulary
-
-        try:
-            return vocabulary.resolve(text, modality), []
-        except errors.UnknownPromptError as exc:
-            return None, exc.suggestions
-
-    def presets(self) -> dict:
-        from SATSegmentLib import vocabulary
-
-        return vocabulary.presets()
-
     def modalityFromDicom(self, volumeNode) -> Optional[str]:
-        from SATSegmentSlicerLib import volumes
-
-        return volumes.modalityFromDicom(volumeNode, getattr(slicer, "dicomDatabase", None))
-
-    # dependencies
-
-    def missingDependencies(self) -> list:
-        missing = dependencies.missingRequirements(self._requirements())
-        return (["torch" + dependencies.TORCH_REQUIREMENT] if dependencies.torchMissing() else []) + missing
-
-    def _requirements(self) -> list:
-        return dependencies.readRequirements(paths.resourcesDir() / "requirements.txt")
-
-    def installDependencies(self) -> None:
-        """torch through the PyTorch extension, the rest with pip, after one confirmation listing all."""
-        missing = self.missingDependencies()
-        if not missing or not slicer.util.confirmOkCancelDisplay(
-                _("SATSegment will install these Python packages into Slicer:\n\n{packages}\n\n"
-                  "torch comes from the PyTorch extension. This can take several minutes.").format(
-                    packages="\n".join(missing)), windowTitle=_("Install Python packages")):
-            return
-        if dependencies.torchMissing():
-            try:
-                import PyTorchUtils
-            except ImportError:
-                raise RuntimeError(_("The PyTorch extension is required: install it from the Extensions Manager, "
-                                     "restart Slicer, and press Install again."))
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=dependencies.TORCH_REQUIREMENT)
-            if torch is None:
-                raise RuntimeError(_("PyTorch was not installed (or needs a restart): restart Slicer and press Install again."))
-        remaining = dependencies.missingRequirements(self._requirements())
-        if remaining:
-            slicer.util.pip_install(remaining)
-
-    # models
-
-    def _modelstore(self):
-        from SATSegmentLib import modelstore
-
-        return modelstore
-
-    def modelStatuses(self) -> list:
-        return self._modelstore().list_models()
-
-    def modelInfo(self, name: str) -> dict:
-        return self._modelstore().registry().get(name, {})
-
-    def modelMissing(self, name: str) -> Optional[str]:
-        """Display name of the chosen registry model if it is not installed, else None."""
-        store = self._modelstore()
-        if name in store.registry() and name not in store.installed():
-            return store.registry()[name]["display_name"]
-        return None
-
-    def licenceText(self) -> str:
-        return self._modelstore().licence_note()
-
-    def modelsFolder(self):
-        folder = self._modelstore().model_home() / "models"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
-
-    def importModel(self, name: str, path: str) -> None:
-        self._modelstore().import_model(name, path)
-
-    def removeModel(self, name: str) -> None:
-        self._modelstore().remove(name)
-
-    def startDownload(self, name: str, onProgress, onFinished) -> None:
-        """Download in a child process (`SATSegmentSlicerLib.modeldownload`); the GUI keeps running."""
-        from SATSegmentSlicerLib.worker import WorkerClient
-
-        finished = []
-
-        def onEvent(event):
-            if event.get("event") == "progress":
-                onProgress(event)
-            elif event.get("event") in ("result", "error"):
-                finished.append(event)
-                onFinished(event)
-
-        def onExit(returnCode):
-            self._download = None
-            if not finished:
-                onFinished({"event": "error", "message": _("The download stopped (exit code {code}).").format(code=returnCode),
-                            "hint": _("See the log panel; downloading again resumes where it stopped.")})
-
-        command = [paths.pythonExecutable(), "-m", "SATSegmentSlicerLib.modeldownload", name]
-        self._download = WorkerClient(command, paths.workerEnvironment(), onEvent, self.onLog, onExit=onExit)
-        self._download.start()
-        self._timer.start()
-
-    def cancelDownload(self) -> None:
-        if self._download:
-            self.onLog(_("Download cancelled; it resumes where it stopped next time."))
-            self._download.kill()  # its exit reports the end of the download
-
-    # devices
-
-    def queryDevices(self, callback) -> None:
-        """Ask a child Python which GPUs torch sees; `callback(info)` runs when it answers."""
-        if dependencies.torchMissing():
-            callback({"cuda": False, "gpus": []})
-            return
-        process = qt.QProcess()
-        environment = qt.QProcessEnvironment()
-        for key, value in paths.workerEnvironment().items():
-            environment.insert(key, value)
-        process.setProcessEnvironment(environment)
-
-        def finished(*unused):
-            try:
-                callback(json.loads(process.readAllStandardOutput().data().decode() or "{}"))
-            except ValueError:
-                callback({"cuda": False, "gpus": []})
-
-        process.connect("finished(int,QProcess::ExitStatus)", finished)
-        process.start(paths.pythonExecutable(), ["-m", "SATSegmentSlicerLib.devices"])
-        self._deviceProcess = process  # keep it alive until it finishes
-
-    # running
-
-    @property
-    def busy(self) -> bool:
-        return self._runner is not None and self._runner.busy
-
-    def runner(self):
-        """The persistent runner (its worker keeps the model loaded between runs)."""
-        if self._runner is None:
-            from SATSegmentSlicerLib.runner import SegmentationRunner
-            from SATSegmentSlicerLib.worker import WorkerClient
-
-            client = WorkerClient(paths.workerCommand("serve"), paths.workerEnvironment(), onLog=self.onLog)
-            self._runner = SegmentationRunner(client, self._forwardProgress, self._forwardFinished,
-                                              tempRoot=slicer.app.temporaryPath)
-        return self._runner
+        return self.dicomModality(volumeNode, getattr(slicer, "dicomDatabase", None))
 
     def run(self, parameterNode: SATSegmentParameterNode) -> str:
-        """Start a run in the background; results arrive through `onFinished`."""
-        from SATSegmentSlicerLib.runner import RunRequest
-
+        """Start a run of what the parameter node says; its outcome arrives through `onRunFinished`."""
         node = parameterNode
-        request = RunRequest(
-            volumeNode=node.inputVolume, prompts=list(node.prompts), modality=node.modality, model=node.model,
-            device=node.device, roiNode=node.roi, outputSegmentationNode=node.outputSegmentation,
-            policy=ConflictPolicy(node.conflictPolicy), allowFreeText=bool(node.freeTextPrompts))
-        jobId = self.runner().start(request)
-        self._timer.start()
-        return jobId
-
-    def cancel(self) -> None:
-        if self._runner:
-            self._runner.cancel()
-
-    def _forwardProgress(self, event: dict) -> None:
-        self.onProgress(event)
-
-    def _forwardFinished(self, outcome) -> None:
-        self.onFinished(outcome)
-
-    def _poll(self) -> None:
-        if self._runner:
-            self._runner.poll()
-        if self._download:
-            self._download.poll()
-        if not self.busy and not self._download:
-            self._timer.stop()
-
-    def segmentVolumes(self, segmentationNode, segmentIds) -> dict:
-        from SATSegmentSlicerLib.segments import segmentVolumeMl
-
-        segmentation = segmentationNode.GetSegmentation()
-        return {segmentation.GetSegment(i).GetName(): segmentVolumeMl(segmentation.GetSegment(i))
-                for i in segmentIds if segmentation.GetSegment(i)}
-
-    def stopWorker(self) -> None:
-        """Stop the worker (a running job ends as cancelled); the next run starts a new one."""
-        if self._runner:
-            self._runner.shutdown()
-            self._runner = None
-
-    def shutdown(self) -> None:
-        """Stop the worker and any download (module cleanup, application exit)."""
-        self.stopWorker()
-        self.cancelDownload()
-        self._timer.stop()
-
-
-#
-# SATSegmentTest
-#
+        return self.start(node.inputVolume, list(node.prompts), node.modality, model=node.model, device=node.device,
+                          roiNode=node.roi, outputSegmentationNode=node.outputSegmentation,
+                          policy=ConflictPolicy(node.conflictPolicy), allowFreeText=bool(node.freeTextPrompts))
 
 
 class SATSegmentTest(ScriptedLoadableModuleTest):
-    """Self-test inside Slicer: logic on sample data; inference only when a SAT model is installed."""
+    """Self-test inside Slicer: logic on sample data; inference only when SAT-Nano is installed."""
+
+    RUN_TIMEOUT_S = 900
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -791,16 +694,14 @@ class SATSegmentTest(ScriptedLoadableModuleTest):
 
     def test_DependenciesAndVocabulary(self):
         logic = SATSegmentLogic()
-        self.assertIsInstance(logic.missingDependencies(), list)
-        term, suggestions = logic.resolvePrompt("Liver", "ct")
-        self.assertEqual((term, suggestions), ("liver", []))
-        term, suggestions = logic.resolvePrompt("banana", "ct")
-        self.assertIsNone(term)
-        self.assertIn("Abdominal organs", logic.presets())
+        self.assertIsInstance(logic.dependencies.missing(), list)
+        self.assertEqual(logic.vocabulary.resolve("Liver", "ct"), ("liver", []))
+        self.assertIsNone(logic.vocabulary.resolve("banana", "ct")[0])
+        self.assertIn("Abdominal organs", logic.vocabulary.presets())
 
     def test_SegmentSampleData(self):
         logic = SATSegmentLogic()
-        if logic.missingDependencies() or logic.modelMissing("nano"):
+        if logic.dependencies.missing() or logic.models.missing("nano"):
             self.delayDisplay("SAT-Nano or its Python packages are not installed: inference test skipped")
             return
         volumeNode = slicer.util.loadVolume(str(paths.resourcesDir() / "Samples" / "example_ct_sm.nii.gz"))
@@ -808,11 +709,15 @@ class SATSegmentTest(ScriptedLoadableModuleTest):
         parameterNode.inputVolume = volumeNode
         parameterNode.prompts, parameterNode.modality = ["liver", "spleen"], "ct"
         outcomes = []
-        logic.onFinished = outcomes.append
+        logic.onRunFinished = outcomes.append
         logic.run(parameterNode)
-        while not outcomes:
+        deadline = time.monotonic() + self.RUN_TIMEOUT_S
+        while not outcomes and time.monotonic() < deadline:
             slicer.app.processEvents()
+            logic.poll()
+            time.sleep(0.05)
         logic.shutdown()
+        self.assertTrue(outcomes, f"no result within {self.RUN_TIMEOUT_S} s")
         outcome = outcomes[0]
         self.assertEqual(outcome.status, "done", outcome.error)
         segmentation = outcome.segmentationNode.GetSegmentation()

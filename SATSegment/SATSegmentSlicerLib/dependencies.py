@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 # torch comes from the PyTorch extension (PyTorchUtils), never from pip_install here.
 TORCH_REQUIREMENT = ">=2.1"
@@ -55,3 +57,47 @@ def missingRequirements(requirements: list[str]) -> list[str]:
 def torchMissing() -> bool:
     """True if torch is absent or older than TORCH_REQUIREMENT (checked without importing it)."""
     return not isSatisfied("torch" + TORCH_REQUIREMENT)
+
+
+@dataclass
+class InstallOutcome:
+    """What `DependencyInstaller.install` did: status 'installed', 'restart' (PyTorch is installed but Slicer
+    must restart before it can be used) or 'noPyTorchExtension' (torch is missing and the PyTorch extension
+    is not installed); `packages` are the requirements that were missing."""
+
+    status: str
+    packages: list[str] = field(default_factory=list)
+
+
+class DependencyInstaller:
+    """Installs what is missing: torch through the PyTorch extension, the rest with pip. The caller asks the
+    user first (`missing()` says what to list), as SlicerNNUnet's installer does.
+
+    `installTorch()` returns the torch module, None when Slicer needs a restart first, and raises
+    ImportError when the PyTorch extension is absent; `pipInstall(list)` installs the others.
+    """
+
+    def __init__(self, requirementsFile: Path, installTorch: Callable[[], object], pipInstall: Callable[[list[str]], None]) -> None:
+        self.requirementsFile = Path(requirementsFile)
+        self.installTorch, self.pipInstall = installTorch, pipInstall
+
+    def requirements(self) -> list[str]:
+        return readRequirements(self.requirementsFile)
+
+    def missing(self) -> list[str]:
+        """Requirements not satisfied, torch first."""
+        return (["torch" + TORCH_REQUIREMENT] if torchMissing() else []) + missingRequirements(self.requirements())
+
+    def install(self) -> InstallOutcome:
+        missing = self.missing()
+        if torchMissing():
+            try:
+                torch = self.installTorch()
+            except ImportError:
+                return InstallOutcome("noPyTorchExtension", missing)
+            if torch is None:
+                return InstallOutcome("restart", missing)
+        remaining = missingRequirements(self.requirements())
+        if remaining:
+            self.pipInstall(remaining)
+        return InstallOutcome("installed", missing)

@@ -1,7 +1,7 @@
 """Download one SAT model in a child process, reporting progress as JSON lines on stdout.
 
 Run as `python -m SATSegmentSlicerLib.modeldownload NAME` by the module so that Slicer never waits
-on the network. Events: `progress` (`file`, `current`, `total`, `message`), then `result` (`path`)
+on the network. Events: `progress` (`stage`, `current`, `total`, `message`: the file and megabytes), then `result` (`path`)
 or `error` (the fields of `SATSegmentLib.errors`). Cancel by ending the process: downloads resume.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 
 def _emit(event: dict) -> None:
-    print(json.dumps(event), flush=True)
+    print(json.dumps(event, ensure_ascii=True), flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -22,8 +22,8 @@ def main(argv: list[str]) -> int:
         _emit({"event": "error", "code": "bad_input", "exit_code": 2, "message": "usage: modeldownload NAME", "hint": ""})
         return 2
 
-    def progress(file: str, current: int, total: int, message: str) -> None:
-        _emit({"event": "progress", "file": file, "current": current, "total": total, "message": message})
+    def progress(stage: str, current: int, total: int, message: str) -> None:
+        _emit({"event": "progress", "stage": stage, "current": current, "total": total, "message": message})
 
     try:
         path = modelstore.download(argv[0], progress=progress)

@@ -49,6 +49,7 @@ def workerEnvironment(base: dict[str, str] | None = None) -> dict[str, str]:
     parts = [str(libraryRoot()), str(MODULE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONIOENCODING"] = "utf-8"  # the pipes' encoding, whatever the platform's code page (WorkerClient decodes UTF-8)
     return env
 
 

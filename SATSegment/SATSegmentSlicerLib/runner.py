@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,17 +37,52 @@ class RunRequest:
 
 @dataclass
 class RunOutcome:
-    """How a run ended: status 'done', 'cancelled' or 'error'."""
+    """How a run ended: status 'done', 'cancelled' or 'error'.
+
+    `error` is the worker's error event, or one of the runner's own (`code` 'input_removed',
+    'result_unreadable', 'internal_error'), with an English `message` and `hint`.
+    """
 
     status: str
     segmentationNode: slicer.vtkMRMLSegmentationNode | None = None
     report: segments.ImportReport | None = None
     segments: list[dict] = field(default_factory=list)   # the worker's per-segment summary
     timings: dict = field(default_factory=dict)
-    error: dict | None = None                            # the worker's error event
+    error: dict | None = None
     warnings: list[dict] = field(default_factory=list)
+    createdNode: bool = False      # the run created `segmentationNode`
+    outputReplaced: bool = False   # the chosen segmentation was deleted during the run: a new one holds the results
+
+    @property
+    def canUndo(self) -> bool:
+        return self.status == "done" and self.segmentationNode is not None and self.segmentationNode.GetScene() is not None
+
+    def undo(self) -> None:
+        """Restore the segments this run replaced and remove the ones it added (and the node it created,
+        when nothing else was put in it since)."""
+        if not self.canUndo:
+            raise RuntimeError("this result can no longer be undone")
+        node = self.segmentationNode
+        segments.undoImport(node, self.report)
+        if self.createdNode and node.GetSegmentation().GetNumberOfSegments() == 0:
+            node.GetScene().RemoveNode(node)
+        self.segmentationNode = None
 
 
+def _error(code: str, message: str, hint: str = "", detail: str = "") -> dict:
+    """One of the runner's own errors; the widget words it from `code` and `detail` (translatable)."""
+    return {"event": "error", "code": code, "message": message, "hint": hint, "detail": detail}
+
+
+class RunRefused(ValueError):
+    """A request the runner refuses before any work; `code` and `params` let the caller word it."""
+
+    def __init__(self, code: str, message: str, **params: str) -> None:
+        super().__init__(message)
+        self.code, self.params = code, params
+
+
+RESULT_FILE = "result.seg.nrrd"
 ProgressCallback = Callable[[dict], None]
 FinishedCallback = Callable[[RunOutcome], None]
 
@@ -83,9 +119,10 @@ class SegmentationRunner:
             raise ValueError("no prompts to segment")
         output = request.outputSegmentationNode
         if output is not None and output.GetTransformNodeID() != request.volumeNode.GetTransformNodeID():
-            raise ValueError(f"The segmentation '{output.GetName()}' is under another transform than the volume "
-                             f"'{request.volumeNode.GetName()}', so the results would not overlay the scan. "
-                             "Choose 'Create new segmentation', or put both under the same transform.")
+            raise RunRefused("output_transform",
+                             f"The segmentation '{output.GetName()}' is under another transform than the volume "
+                             f"'{request.volumeNode.GetName()}', so the results would not overlay the scan.",
+                             segmentation=output.GetName(), volume=request.volumeNode.GetName())
         self._workDir = Path(tempfile.mkdtemp(prefix="SATSegment-", dir=self.tempRoot))
         inputPath = self._workDir / "input.nrrd"
         volumes.exportVolume(request.volumeNode, str(inputPath))
@@ -94,7 +131,7 @@ class SegmentationRunner:
             options["roi"] = volumes.roiBoundsInVolumeSpace(request.roiNode, request.volumeNode)
         self._request, self._warnings = request, []
         self._jobId = self.client.submitSegment(
-            str(inputPath), request.prompts, str(self._workDir / "result.seg.nrrd"), request.modality, options)
+            str(inputPath), request.prompts, str(self._workDir / RESULT_FILE), request.modality, options)
         return self._jobId
 
     def cancel(self) -> None:
@@ -120,27 +157,43 @@ class SegmentationRunner:
             self.onProgress(event)
         elif kind == "warning":
             self._warnings.append(event)
-        elif kind == "result":
-            self._finish(self._importResult(event))
-        elif kind == "error":
-            self._finish(RunOutcome("error", error=event, warnings=self._warnings))
-        elif kind == "cancelled":
-            self._finish(RunOutcome("cancelled", warnings=self._warnings))
+        elif kind in ("result", "error", "cancelled"):
+            try:
+                outcome = self._outcome(kind, event)
+            except Exception as exc:  # whatever goes wrong, the run ends, is reported and cleaned up
+                outcome = RunOutcome("error", error=_error("internal_error", f"The result could not be added: {exc}",
+                                                           traceback.format_exc(), str(exc)), warnings=self._warnings)
+            self._finish(outcome)
+
+    def _outcome(self, kind: str, event: dict) -> RunOutcome:
+        if kind == "result":
+            return self._importResult(event)
+        if kind == "error":
+            return RunOutcome("error", error=event, warnings=self._warnings)
+        return RunOutcome("cancelled", warnings=self._warnings)
 
     def _importResult(self, event: dict) -> RunOutcome:
+        """Segments into the scene, from the file this runner asked for (not a path echoed back)."""
         request = self._request
-        created = request.outputSegmentationNode is None
-        node = segments.createOutputSegmentation(request.volumeNode) if created else request.outputSegmentationNode
+        if request.volumeNode.GetScene() is None:
+            return RunOutcome("error", error=_error("input_removed", "The input volume was deleted during the run, "
+                                                    "so the results were not added."), warnings=self._warnings)
+        output = request.outputSegmentationNode
+        outputRemoved = output is not None and output.GetScene() is None
+        created = output is None or outputRemoved
+        node = segments.createOutputSegmentation(request.volumeNode) if created else output
         try:
-            report = segments.importResults(node, event["outputs"]["segmentation"], request.policy)
+            report = segments.importResults(node, str(self._workDir / RESULT_FILE), request.policy)
         except (OSError, KeyError) as exc:
             if created:
                 node.GetScene().RemoveNode(node)
-            return RunOutcome("error", error={"code": "internal_error", "message": f"The result could not be loaded: {exc}",
-                                              "hint": "See the log panel for details."}, warnings=self._warnings)
-        return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}), warnings=self._warnings)
+            return RunOutcome("error", error=_error("result_unreadable", f"The result could not be loaded: {exc}",
+                                                    "", str(exc)), warnings=self._warnings)
+        return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}),
+                          warnings=self._warnings, createdNode=created, outputReplaced=outputRemoved)
 
     def _finish(self, outcome: RunOutcome) -> None:
+        """Back to idle (temporary files removed) before anyone hears of the outcome."""
         if self._workDir is not None:
             shutil.rmtree(self._workDir, ignore_errors=True)
         self._jobId, self._request, self._workDir = None, None, None

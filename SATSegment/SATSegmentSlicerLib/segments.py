@@ -37,6 +37,30 @@ class ImportReport:
     replaced: list[str] = field(default_factory=list)
     keptBoth: dict[str, str] = field(default_factory=dict)  # result name -> name given to the new segment
     skipped: list[str] = field(default_factory=list)
+    # for undo: standalone copies of the segments REPLACE removed, and the segment order before the import
+    previous: dict[str, slicer.vtkSegment] = field(default_factory=dict)
+    orderBefore: list[str] = field(default_factory=list)
+
+
+def undoImport(segmentationNode: slicer.vtkMRMLSegmentationNode, report: ImportReport) -> None:
+    """Take an import back: remove the segments it added, put back the ones it replaced, where they were.
+
+    Slicer's scene undo is off by default (and `SaveStateForUndo` then does nothing), so the module keeps
+    the replaced segments itself, in the report.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    wasModifying = segmentationNode.StartModify()
+    try:
+        for segmentId in report.added:
+            if segmentation.GetSegment(segmentId) is not None:
+                segmentation.RemoveSegment(segmentId)
+        for segmentId, segment in report.previous.items():
+            segmentation.AddSegment(segment, segmentId)
+        present = [i for i in report.orderBefore if segmentation.GetSegment(i) is not None]
+        for index, segmentId in enumerate(present):
+            segmentation.SetSegmentIndex(segmentId, index)
+    finally:
+        segmentationNode.EndModify(wasModifying)
 
 
 # -- labelmaps -------------------------------------------------------------------------------------
@@ -77,7 +101,7 @@ def segmentChecksum(segment: slicer.vtkSegment) -> str:
 
 def isUneditedModuleSegment(segment: slicer.vtkSegment) -> bool:
     """True for a segment this module created whose labelmap nobody changed since."""
-    stored = vtk.mutable("")
+    stored = vtk.reference("")
     return bool(segment.GetTag(TAG_CHECKSUM, stored)) and str(stored) == segmentChecksum(segment)
 
 
@@ -161,14 +185,12 @@ def importResults(
 ) -> ImportReport:
     """Add the segments of the worker's `.seg.nrrd` to `segmentationNode` following `policy`.
 
-    Saves an MRML undo state first. Existing segments are removed only under REPLACE, or under AUTO
-    when they are this module's earlier, unedited results for the same structure.
+    Existing segments are removed only under REPLACE, or under AUTO when they are this module's earlier,
+    unedited results for the same structure; the report keeps copies of them for `undoImport`.
     """
     source = readSegmentationFile(segNrrdPath)
     target = segmentationNode.GetSegmentation()
-    if segmentationNode.GetScene() is not None:
-        segmentationNode.GetScene().SaveStateForUndo()
-    report = ImportReport()
+    report = ImportReport(orderBefore=_segmentIds(target))
     wasModifying = segmentationNode.StartModify()
     try:
         for index in range(source.GetNumberOfSegments()):
@@ -184,6 +206,8 @@ def importResults(
                 segment.SetName(target.GetSegment(segmentId).GetName())
                 position = target.GetSegmentIndex(segmentId)
                 for oldId in existing:
+                    if oldId in report.orderBefore and oldId not in report.previous:  # there before this import
+                        report.previous[oldId] = _binarySegment(target.GetSegment(oldId))
                     target.RemoveSegment(oldId)
                 insertBefore = target.GetNthSegmentID(position) if position < target.GetNumberOfSegments() else ""
                 target.AddSegment(segment, segmentId, insertBefore)

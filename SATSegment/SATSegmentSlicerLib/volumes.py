@@ -54,3 +54,12 @@ def roiBoundsInVolumeSpace(roiNode: slicer.vtkMRMLMarkupsROINode, volumeNode: sl
     low = [min(corner[axis] for corner in corners) for axis in range(3)]
     high = [max(corner[axis] for corner in corners) for axis in range(3)]
     return [*low, *high]
+
+
+def fitRoiToVolume(roiNode: slicer.vtkMRMLMarkupsROINode, volumeNode: slicer.vtkMRMLScalarVolumeNode) -> None:
+    """Make a new ROI box cover the whole volume (world coordinates), aligned with the volume's axes,
+    so the user only has to shrink it."""
+    bounds = [0.0] * 6
+    volumeNode.GetRASBounds(bounds)
+    roiNode.SetCenter([(bounds[2 * axis] + bounds[2 * axis + 1]) / 2 for axis in range(3)])
+    roiNode.SetSize([bounds[2 * axis + 1] - bounds[2 * axis] for axis in range(3)])

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 import time
+import traceback
 from typing import Callable
 
 FINAL_EVENTS = frozenset({"result", "error", "cancelled"})
@@ -81,10 +82,6 @@ class WorkerClient:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=self.env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
             **options,
         )
         events = self._queue
@@ -94,8 +91,10 @@ class WorkerClient:
 
     @staticmethod
     def _readStdout(process: subprocess.Popen, events: queue.Queue) -> None:
-        for line in process.stdout:
-            line = line.strip()
+        """JSON replies, one per line. Lines are split on b"\\n" only and decoded as UTF-8 here (the worker
+        writes ASCII JSON), so neither the platform's code page nor Unicode line separators can cut a reply."""
+        for raw in process.stdout:
+            line = raw.decode("utf-8", errors="replace").strip()
             if not line:
                 continue
             try:
@@ -108,12 +107,12 @@ class WorkerClient:
 
     @staticmethod
     def _readStderr(process: subprocess.Popen, events: queue.Queue) -> None:
-        for line in process.stderr:
-            events.put(("log", line.rstrip("\n")))
+        for raw in process.stderr:
+            events.put(("log", raw.decode("utf-8", errors="replace").rstrip("\r\n")))
 
     def _send(self, request: dict) -> None:
         try:
-            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.write((json.dumps(request, ensure_ascii=True) + "\n").encode("ascii"))
             self._process.stdin.flush()
         except (BrokenPipeError, OSError, ValueError) as exc:
             self.onLog(f"could not send {request.get('type')} to the worker: {exc}")
@@ -178,7 +177,10 @@ class WorkerClient:
             self._pending.remove(message["id"])
             if not self._pending:
                 self._killDeadline = None
-        self.onEvent(message)
+        try:
+            self.onEvent(message)
+        except Exception:  # a failing callback must not stop the delivery of the events after it
+            self.onLog("an event callback failed:\n" + traceback.format_exc())
         return message
 
     def _finishPending(self, template: dict) -> list[dict]:

@@ -25,15 +25,16 @@ def _code(code: tuple[str, str, str], **extra) -> dict:
 
 
 def context() -> dict:
-    """The context as a dict: categories -> types -> modifiers; each (category, type, modifier) listed once,
+    """The context as a dict: categories -> types -> modifiers; each (category, type, modifier) code listed once,
     labelled with the first SAT term (alphabetical, commonest first on ties) that uses it."""
     known = catalog()
     terms = sorted(_table().values(), key=lambda t: (-known[t.term].prior, t.term))
     categories: dict[tuple, dict] = {}
     for t in terms:
         cat = categories.setdefault(t.category, _code(t.category, Type=[]))
-        types = {tuple(x[k] for k in ("CodingSchemeDesignator", "CodeValue", "CodeMeaning")): x for x in cat["Type"]}
-        typ = types.get(t.type)
+        # keyed by code, not meaning: Slicer finds a type by its code, so a code appears once per category
+        types = {(x["CodingSchemeDesignator"], x["CodeValue"]): x for x in cat["Type"]}
+        typ = types.get(t.type[:2])
         color = list(t.color_rgb255)
         if typ is None:
             typ = _code(t.type, recommendedDisplayRGBValue=color, **{"3dSlicerLabel": t.term})

@@ -90,8 +90,8 @@ def test_device_description_and_memory_needs_next_to_the_device_choice():
     lean_gpu = estimate_run(SATConfig.pro(), BackbonePlan.lean(8), "cuda", "fp16", 1).needed / 1e9
     assert needs["gpu_gb"] == pytest.approx(lean_gpu) and needs["gpu_gb"] < needs["gpu_fastest_gb"] < 34
     small = [{"name": "Quadro P1000", "memory_gb": 4.0}]
-    text = devices.memoryText(small, "pro", "SAT-Pro")
-    assert f"{needs['gpu_gb']:.1f} GB of GPU memory" in text and f"{needs['cpu_gb']:.1f} GB of RAM" in text
-    assert "Quadro P1000 has 4 GB" in text and "CPU" in text
-    assert "has" not in devices.memoryText([{"name": "RTX 3060", "memory_gb": 12.0}], "pro", "SAT-Pro")
-    assert devices.memoryText(small, None, "my folder") == ""
+    advice = devices.memoryAdvice(small, "pro")
+    assert advice["gpu_gb"] == needs["gpu_gb"] and advice["cpu_gb"] == needs["cpu_gb"]
+    assert advice["smallGpu"] == small[0]
+    assert devices.memoryAdvice([{"name": "RTX 3060", "memory_gb": 12.0}], "pro")["smallGpu"] is None
+    assert devices.memoryAdvice(small, None) is None

@@ -1,83 +1,84 @@
-"""SATSegment.py itself, outside the Slicer application: the Qt-only pieces Slicer provides (qt, ctk,
-ScriptedLoadableModule, parameterNodeWrapper, i18n) are replaced by minimal stand-ins so the module
-file loads, and the logic's non-GUI methods are checked against the real vocabulary and model store."""
+"""SATSegment.py loaded as Slicer loads it (under the Qt harness), and the Qt-free parts its logic puts
+together (vocabulary, prompt list, dependencies, models) checked against the real vocabulary and model store."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from pathlib import Path
-
 import pytest
 
-MODULE_FILE = Path(__file__).resolve().parents[2] / "SATSegment" / "SATSegment.py"
-
-slicer = pytest.importorskip("slicer")
-
-
-class _Anything:
-    """Accepts any construction, attribute and call (a QTimer, a signal, a Qt enum...)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __getattr__(self, name):
-        return _Anything()
-
-    def __call__(self, *args, **kwargs):
-        return _Anything()
+from SATSegmentSlicerLib import dependencies
+from SATSegmentSlicerLib.dependencies import DependencyInstaller
+from SATSegmentSlicerLib.modelsetup import ModelSetup
+from SATSegmentSlicerLib.prompts import PromptList, Vocabulary
 
 
-class _Base:
-    def __init__(self, *args, **kwargs):
-        pass
+def test_module_file_loads_and_defines_the_slicer_classes(satsegment):
+    for name in ("SATSegment", "SATSegmentWidget", "SATSegmentLogic", "SATSegmentTest", "SATSegmentParameterNode"):
+        assert hasattr(satsegment, name)
+    logic = satsegment.SATSegmentLogic()
+    node = logic.getParameterNode()
+    assert node.prompts == [] and node.model == "nano" and node.conflictPolicy == "auto"
+    node.prompts = ["liver"]
+    assert logic.getParameterNode().prompts == ["liver"]  # stored in the scene's singleton node
+
+
+def test_vocabulary_resolves_prompts_and_reports_unknown_ones():
+    vocabulary = Vocabulary()
+    assert vocabulary.resolve("Liver", "ct") == ("liver", [])
+    term, suggestions = vocabulary.resolve("banana bread", "ct")
+    assert term is None and isinstance(suggestions, list)
+    assert [s.term for s in vocabulary.suggestions("left kid", "ct")][:1] == ["left kidney"]
+    assert vocabulary.suggestions("   ", "ct") == []
+    assert "Thoracic organs at risk" in vocabulary.presets()
+
+
+def test_prompt_list_keeps_order_without_duplicates_and_forgets_removed_free_text():
+    prompts = PromptList().adding(["liver", "spleen"]).adding(["liver", "my organ"], ["my organ"])
+    assert prompts.prompts == ("liver", "spleen", "my organ") and prompts.freeText == ("my organ",)
+    assert prompts.removing(["my organ"]) == PromptList(("liver", "spleen"), ())
+
+
+def test_model_setup_knows_missing_models(isolated_model_home):
+    models = ModelSetup(["python"], None)
+    assert models.missing("nano") == "SAT-Nano"  # empty SATSEGMENT_HOME
+    assert models.missing("/some/model/folder") is None  # folders are not registry models
+    assert "official" in models.licence().lower()
+    assert models.folder() == isolated_model_home / "models" and models.folder().is_dir()
 
 
 @pytest.fixture
-def module(monkeypatch, tmp_path):
-    monkeypatch.setenv("SATSEGMENT_HOME", str(tmp_path / "home"))
-    qt = types.ModuleType("qt")
-    qt.__getattr__ = lambda name: _Anything
-    monkeypatch.setitem(sys.modules, "qt", qt)
-    monkeypatch.setitem(sys.modules, "ctk", types.ModuleType("ctk"))
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest"):
-        setattr(scripted, name, type(name, (_Base,), {}))
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls
-    i18n = types.ModuleType("slicer.i18n")
-    i18n.tr = lambda text: text
-    i18n.translate = lambda context, text: text
-    for name, stub in (("slicer.ScriptedLoadableModule", scripted), ("slicer.parameterNodeWrapper", wrapper), ("slicer.i18n", i18n)):
-        monkeypatch.setitem(sys.modules, name, stub)
-    spec = importlib.util.spec_from_file_location("SATSegment", MODULE_FILE)
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
+def installer(tmp_path, monkeypatch):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("no-such-package-xyz>=1\npytest\n")
+    calls = []
+    installer = DependencyInstaller(requirements, lambda: calls.append("torch") or object(), calls.append)
+    return installer, calls
 
 
-def test_module_file_loads_and_defines_the_slicer_classes(module):
-    for name in ("SATSegment", "SATSegmentWidget", "SATSegmentLogic", "SATSegmentTest", "SATSegmentParameterNode"):
-        assert hasattr(module, name)
-    assert module.SATSegmentParameterNode.__annotations__["prompts"] == list[str]
-    assert {value for value, _ in module.MODELS} == set(module.SATSegmentLogic()._modelstore().registry())
+def test_installer_lists_missing_packages_and_installs_only_those(installer):
+    installer, calls = installer
+    assert installer.missing() == ["no-such-package-xyz>=1"]  # torch and pytest are installed here
+    outcome = installer.install()
+    assert outcome.status == "installed" and calls == [["no-such-package-xyz>=1"]]
 
 
-def test_logic_resolves_prompts_and_reports_unknown_ones(module):
-    logic = module.SATSegmentLogic()
-    assert logic.resolvePrompt("Liver", "ct") == ("liver", [])
-    term, suggestions = logic.resolvePrompt("banana bread", "ct")
-    assert term is None and isinstance(suggestions, list)
-    assert [s.term for s in logic.suggestions("left kid", "ct")][:1] == ["left kidney"]
-    assert logic.suggestions("   ", "ct") == []
-    assert "Thoracic organs at risk" in logic.presets()
+def test_installer_asks_for_a_restart_or_the_pytorch_extension(installer, monkeypatch):
+    installer, calls = installer
+    monkeypatch.setattr(dependencies, "torchMissing", lambda: True)
+    assert installer.missing()[0] == "torch" + dependencies.TORCH_REQUIREMENT
+    installer.installTorch = lambda: None  # PyTorchUtils: installed, Slicer must restart
+    assert installer.install().status == "restart" and calls == []
+
+    def noExtension():
+        raise ImportError("No module named 'PyTorchUtils'")
+
+    installer.installTorch = noExtension
+    assert installer.install().status == "noPyTorchExtension" and calls == []
 
 
-def test_logic_knows_dependencies_and_missing_models(module):
-    logic = module.SATSegmentLogic()
-    assert logic.missingDependencies() == []  # this test environment has every package
-    assert logic.modelMissing("nano") == "SAT-Nano"  # empty SATSEGMENT_HOME
-    assert logic.modelMissing("/some/model/folder") is None  # folders are not registry models
-    assert "official" in logic.licenceText().lower()
-    assert logic.modelsFolder().is_dir()
+def test_self_test_runs_and_skips_inference_without_the_model(satsegment, slicer_env, isolated_model_home, capsys):
+    """Slicer's module self-test (Reload and Test): the checks that need no model, then a clear skip."""
+    slicer_env.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "left over")
+    test = satsegment.SATSegmentTest()
+    test.runTest()
+    assert slicer_env.scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0  # setUp clears
+    assert "inference test skipped" in capsys.readouterr().out

@@ -36,7 +36,7 @@ def _cmake_sets(path: Path) -> dict[str, list[str]]:
     """`set(NAME v1 v2 ...)` blocks of a CMake file (comments removed), values unquoted."""
     text = re.sub(r"(^|\s)#[^\n]*", r"\1", path.read_text(encoding="utf-8"))  # not the '#' of a URL
     sets = {}
-    for name, body in re.findall(r"\bset\(\s*(\w+)\s+(.*?)\)", text, flags=re.S):
+    for name, body in re.findall(r'\bset\(\s*(\w+)\s+((?:"[^"]*"|[^)"])*)\)', text, flags=re.S):
         sets[name] = re.findall(r'"([^"]*)"|(\S+)', body)
         sets[name] = [quoted or bare for quoted, bare in sets[name]]
     return sets
@@ -241,3 +241,36 @@ def test_readme_has_the_sections_the_extensions_index_requires():
     for heading in ("summary", "screenshot", "module description", "tutorial", "citation", "safety and privacy"):
         assert re.search(rf"^#+ .*{heading}", text, flags=re.M), heading
     assert "2312.17183" in text and "sample data" in text
+
+
+def test_contributors_read_name_and_affiliation(top_sets):
+    """The Extensions Index expects "Name (Affiliation)", in CMake and in the module's contributors."""
+    pattern = re.compile(r"^[^()]+ \([^()]+\)$")
+    for contributor in top_sets["EXTENSION_CONTRIBUTORS"][0].split(","):
+        assert pattern.match(contributor.strip()), contributor
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    assigned = [node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Attribute) and t.attr == "contributors" for t in node.targets)]
+    assert assigned and all(pattern.match(item.value) for item in assigned[0].elts)
+
+
+def test_translatable_strings_are_literals():
+    """Slicer's translation tools extract `_("...")` and `translate("context", "...")` literals only."""
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+             and node.func.id in ("_", "translate")]
+    assert len(calls) > 50
+    for call in calls:
+        assert call.args and all(isinstance(arg, ast.Constant) and isinstance(arg.value, str) for arg in call.args), \
+            f"line {call.lineno}: {ast.unparse(call)}"
+
+
+def test_minimum_slicer_is_declared_and_checked():
+    from SATSegmentSlicerLib import versions
+
+    requires = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert tuple(int(part) for part in requires.groups()) == versions.MINIMUM_PYTHON
+    cmake = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert 'if(Slicer_REQUIRED_PYTHON_VERSION VERSION_LESS "3.10")' in cmake and "FATAL_ERROR" in cmake
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"Slicer {versions.MINIMUM_SLICER} or later" in readme

@@ -1,5 +1,5 @@
 """Results into segments, on Slicer's real MRML layer (slicer-core): geometry, terminology, and the
-rules that keep user work (replace / keep both / skip, edit detection by checksum, undo state)."""
+rules that keep user work (replace / keep both / skip, edit detection by checksum, undo of an import)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _names(node) -> list[str]:
 
 
 def _tag(segment, name: str) -> str:
-    value = vtk.mutable("")
+    value = vtk.reference("")
     assert segment.GetTag(name, value), f"segment {segment.GetName()} has no tag {name}"
     return str(value)
 
@@ -175,13 +175,33 @@ def test_checksum_survives_layer_merging_but_not_editing(ct_volume, result_file)
     assert segments.isUneditedModuleSegment(spleen)
 
 
-def test_an_undo_state_is_saved_before_changes(scene, ct_volume, result_file):
+def _state(node) -> list[tuple]:
+    """Each segment's id, name and voxels, in order."""
+    segmentation = node.GetSegmentation()
+    return [(segmentation.GetNthSegmentID(i), segmentation.GetNthSegment(i).GetName(),
+             segments.segmentChecksum(segmentation.GetNthSegment(i))) for i in range(segmentation.GetNumberOfSegments())]
+
+
+def test_scene_undo_is_off_in_slicer_so_the_module_keeps_its_own(scene):
+    assert not scene.GetUndoFlag()  # vtkMRMLScene's default, also in the Slicer application
+
+
+@pytest.mark.parametrize("policy", [ConflictPolicy.REPLACE, ConflictPolicy.AUTO, ConflictPolicy.KEEP_BOTH])
+def test_undo_restores_replaced_segments_and_removes_added_ones(ct_volume, result_file, ct_path, tmp_path, policy):
     path, _ = result_file
     node = segments.createOutputSegmentation(ct_volume)
-    scene.SetUndoOn()
-    levels = scene.GetNumberOfUndoLevels()
     segments.importResults(node, str(path))
-    assert scene.GetNumberOfUndoLevels() == levels + 1
+    node.GetSegmentation().AddEmptySegment("", "mine")
+    other = tmp_path / "other.seg.nrrd"
+    reference, masks = _masks(ct_path)
+    masks = {"spleen": masks["liver"], "kidney": masks["spleen"]}  # different voxels for spleen
+    outputs.write_seg_nrrd(other, masks, reference, [segment_spec(term, term, "nano") for term in masks])
+    before = _state(node)
+
+    report = segments.importResults(node, str(other), policy)
+    assert _state(node) != before
+    segments.undoImport(node, report)
+    assert _state(node) == before  # ids, names, voxels and order
 
 
 def test_unreadable_result_file_raises_and_leaves_segments(ct_volume, tmp_path):
@@ -204,3 +224,22 @@ def test_module_terminology_context_loads_and_knows_the_segments_terms():
     entry = slicer.vtkSlicerTerminologyEntry()
     assert logic.DeserializeTerminologyEntry(vocabulary.terminology_for("liver").slicer_entry, entry)
     assert entry.GetTypeObject().GetCodeMeaning() == "Liver"
+
+
+def test_terminology_file_lists_each_type_code_once_per_category():
+    """Slicer finds a type by its code: a code listed twice in a category makes the second entry unreachable."""
+    import json
+    from collections import Counter
+
+    from SATSegmentSlicerLib.paths import resourcesDir
+
+    path = resourcesDir() / "Terminology" / "SegmentationCategoryTypeModifier-SATSegment.term.json"
+    for category in json.loads(path.read_text(encoding="utf-8"))["SegmentationCodes"]["Category"]:
+        counts = Counter((t["CodingSchemeDesignator"], t["CodeValue"]) for t in category["Type"])
+        assert not [code for code, n in counts.items() if n > 1], category["CodeMeaning"]
+    logic = slicer.vtkSlicerTerminologiesModuleLogic()
+    segments.loadTerminologyContexts(logic, resourcesDir() / "Terminology")
+    for term in ("thyroid", "thyroid gland"):  # both SAT terms still find their (shared) type
+        entry = slicer.vtkSlicerTerminologyEntry()
+        assert logic.DeserializeTerminologyEntry(vocabulary.terminology_for(term).slicer_entry, entry)
+        assert entry.GetTypeObject().GetCodeValue() == "69748006"

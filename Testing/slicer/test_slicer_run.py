@@ -140,3 +140,85 @@ def test_output_under_another_transform_is_refused_before_any_work(scene, small_
     with pytest.raises(ValueError, match="another transform"):
         runner.start(RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), outputSegmentationNode=output))
     assert not runner.busy and list(Path(runner.tempRoot).iterdir()) == []
+
+
+def _startAndWait(runner, request, before) -> object:
+    """Start `request`, let `before()` change the scene while the job runs, and return how the run ended."""
+    count = len(runner.outcomes)
+    runner.start(request)
+    workDirs = list(Path(runner.tempRoot).iterdir())
+    before()
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert len(runner.outcomes) == count + 1 and not runner.busy
+    assert not any(p.exists() for p in workDirs), "temporary files were left behind"
+    return runner.outcomes[-1]
+
+
+def test_input_deleted_during_the_run_ends_it_with_an_error(scene, small_ct, runner, tiny_model_dir):
+    outcome = _startAndWait(runner, RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), device="cpu"),
+                            lambda: scene.RemoveNode(small_ct))
+    assert outcome.status == "error" and outcome.error["code"] == "input_removed"
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_output_deleted_during_the_run_gets_a_new_segmentation(scene, small_ct, runner, tiny_model_dir):
+    output = segments.createOutputSegmentation(small_ct, "deleted later")
+    outcome = _startAndWait(runner, RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), device="cpu",
+                                               outputSegmentationNode=output), lambda: scene.RemoveNode(output))
+    assert outcome.status == "done" and outcome.outputReplaced and outcome.createdNode
+    assert outcome.segmentationNode is not output and outcome.segmentationNode.GetScene() is scene
+    assert outcome.segmentationNode.GetSegmentation().GetNumberOfSegments() == 1
+
+
+def test_a_failing_import_ends_the_run_cleanly(scene, small_ct, runner, tiny_model_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the labelmap could not be converted")
+
+    monkeypatch.setattr(segments, "importResults", broken)
+    outcome = _startAndWait(runner, RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), device="cpu"),
+                            lambda: None)
+    assert outcome.status == "error" and outcome.error["code"] == "internal_error"
+    assert "could not be converted" in outcome.error["message"]
+
+
+def test_undo_of_a_run_removes_the_segmentation_it_created(scene, small_ct, runner, tiny_model_dir):
+    outcome = _run(runner, RunRequest(small_ct, ["liver"], "ct", model=str(tiny_model_dir), device="cpu"))
+    node = outcome.segmentationNode
+    assert outcome.canUndo and node.GetScene() is scene
+    outcome.undo()
+    assert node.GetScene() is None and not outcome.canUndo
+    with pytest.raises(RuntimeError):
+        outcome.undo()
+
+
+# A worker that copies a prepared result to the output it was asked for and echoes a garbled path back, as a
+# worker writing in another code page would.
+ECHOES_A_GARBLED_PATH = """
+import json, shutil, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    if request["type"] == "segment":
+        shutil.copy(sys.argv[1], request["output"])
+        print(json.dumps({"event": "result", "id": request["id"], "segments": [], "timings": {},
+                          "outputs": {"segmentation": "C:/Users/ZoÃ«/garbled.seg.nrrd"}}), flush=True)
+"""
+
+
+def test_the_result_is_read_from_the_path_the_runner_chose(scene, small_ct, tmp_path):
+    import sys
+
+    from SATSegmentLib import outputs
+    from SATSegmentLib.outputs import segment_spec
+
+    reference = sitk.ReadImage(str(tmp_path / "ct_block.nii.gz"))
+    mask = (sitk.GetArrayFromImage(reference) > 0).astype(np.uint8)
+    prepared = tmp_path / "prepared.seg.nrrd"
+    outputs.write_seg_nrrd(prepared, {"liver": mask}, reference, [segment_spec("liver", "liver", "nano")])
+    finished = []
+    client = WorkerClient([sys.executable, "-c", ECHOES_A_GARBLED_PATH, str(prepared)], None)
+    runner = SegmentationRunner(client, onFinished=finished.append, tempRoot=str(tmp_path))
+    runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.waitUntilFinished(30)
+    runner.shutdown()
+    assert finished[0].status == "done", finished[0].error
+    assert finished[0].segmentationNode.GetSegmentation().GetNumberOfSegments() == 1

@@ -101,3 +101,30 @@ def test_requests_follow_the_protocol_and_worker_restarts_on_demand(tmp_path):
     assert requests[0] == {"type": "segment", "id": first, "input": "a.nrrd", "prompts": ["liver", "L3"],
                            "output": "a.seg.nrrd", "modality": "mri", "options": {"model": "nano", "roi": [0, 0, 0, 1, 1, 1]}}
     assert len({r["id"] for r in requests}) == 4
+
+
+# Echoes each request's path back, in the encoding Python chose for stdout, and names it on stderr.
+ECHO = textwrap.dedent("""
+    import json, sys
+    for line in sys.stdin:
+        request = json.loads(line)
+        print("writing", request["output"], file=sys.stderr, flush=True)
+        print(json.dumps({"event": "result", "id": request["id"], "path": request["output"]}, ensure_ascii=False), flush=True)
+""")
+
+
+def test_non_ascii_paths_survive_the_pipes_whatever_the_code_page(tmp_path):
+    """A user profile such as C:/Users/Zoë: the worker's environment fixes UTF-8, which the client decodes."""
+    from SATSegmentSlicerLib import paths
+
+    env = paths.workerEnvironment({**os.environ, "PYTHONIOENCODING": "latin-1"})  # an ANSI code page
+    assert env["PYTHONIOENCODING"] == "utf-8"
+    events, logs = [], []
+    client = WorkerClient([sys.executable, "-c", ECHO], env, onEvent=events.append, onLog=logs.append)
+    client.start()
+    output = str(tmp_path / "Zoë 東京 \u2028" / "result.seg.nrrd")
+    jobId = client.submitSegment("in.nrrd", ["liver"], output, "ct")
+    client.waitFor(jobId, 30)
+    client.shutdown()
+    assert events[-1]["path"] == output
+    assert any(output in line for line in logs)

@@ -97,7 +97,7 @@ def test_unicode_names_and_tags_read_back_in_slicer(tmp_path):
     assert storage.ReadData(node)
     segment = node.GetSegmentation().GetNthSegment(0)
     assert segment.GetName() == "肝臓"
-    tags = {name: vtk.mutable("") for name in ("SATSegment.Prompt", "SATSegment.Model")}
+    tags = {name: vtk.reference("") for name in ("SATSegment.Prompt", "SATSegment.Model")}
     assert all(segment.GetTag(name, value) for name, value in tags.items())
     assert {name: str(value) for name, value in tags.items()} == {"SATSegment.Prompt": "肝臓 \\n",
                                                                    "SATSegment.Model": "model folder modèle"}

@@ -7,6 +7,7 @@ JSON that goes back with it: the label names and values, the segments, warnings,
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -54,8 +55,8 @@ class InferEngine:
         self.gate = FairGate()
 
     def infer(self, params: dict, image: str, cancel: threading.Event | None = None) -> tuple[str, dict]:
-        """Segment `image` as `params` ask; returns (result file path, result JSON). The file lies in a fresh
-        temporary folder the caller removes with the file. Raises SATSegmentError (BadRequestError for params)."""
+        """Segment `image` as `params` ask; returns (result file path, result JSON). The file is a temporary
+        file the caller removes; nothing else the job wrote is left. Raises SATSegmentError (BadRequestError for params)."""
         workdir = Path(tempfile.mkdtemp(prefix="satsegment-infer-"))
         try:
             job = parse_params(params, image, workdir, self.settings)
@@ -63,10 +64,19 @@ class InferEngine:
             with self.gate:
                 result = self.worker.run(job.request, lambda event: _keep_warning(event, warnings), cancel)
             path, overlap = _result_file(job, result, workdir)
-            return path, {**_result_json(job, result, warnings), "overlap_voxels": overlap}
-        except BaseException:
+            return _move_out(path), {**_result_json(job, result, warnings), "overlap_voxels": overlap}
+        finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise
+
+
+def _move_out(path: str) -> str:
+    """The result file moved out of the job's folder (removed with everything else the job wrote) to a
+    temporary file of its own, which MONAI Label deletes once it is sent."""
+    suffix = ".seg.nrrd" if path.endswith(".seg.nrrd") else ".nii.gz"
+    handle, target = tempfile.mkstemp(prefix="satsegment-result-", suffix=suffix)
+    os.close(handle)
+    shutil.move(path, target)
+    return target
 
 
 def _keep_warning(event: dict, warnings: list[dict]) -> None:
@@ -88,6 +98,6 @@ def _result_json(job: InferParams, result: dict, warnings: list[dict]) -> dict:
     """What the client gets with the file: label names → values, the segments and the run's report."""
     segments = [{**segment, "label": value} for value, segment in enumerate(result["segments"], start=1)]
     return {"label_names": {s["name"]: s["label"] for s in segments}, "segments": segments,
-            "output_format": job.output_format, "warnings": warnings, "model": job.model_name,
+            "output_format": job.output_format, "warnings": warnings, "sat_model": job.model_name,
             "modality": result["modality"], "device": result["device"], "timings": result["timings"],
             "cache": result["cache"], "satsegment_version": __version__}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
                       SATSegmentError, UnknownPromptError, as_user_error)
 from ..server import BadRequestError
@@ -23,7 +25,13 @@ def http_error(exc: BaseException) -> tuple[int, dict]:
     """(HTTP status, JSON body) for any exception; unknown ones are internal errors (500)."""
     error = as_user_error(exc)
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
-    return status, error.to_dict()
+    body = error.to_dict()
+    return status, {**body, "hint": as_param_hint(body["hint"])}
+
+
+def as_param_hint(hint: str) -> str:
+    """A hint written for the command line, for a server client: `--allow-free-text` → the 'allow_free_text' param."""
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)", lambda m: f"the '{m.group(1).replace('-', '_')}' param", hint)
 
 
 def not_found(message: str, hint: str) -> tuple[int, dict]:

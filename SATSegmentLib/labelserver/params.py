@@ -1,7 +1,7 @@
 """The `sat` infer task's parameters as a client sends them → the `SegmentRequest` the worker runs.
 
 Clients choose only what a reading room may choose: prompts, modality, one of the models the
-administrator serves, an ROI, free text, the output format. Paths, device and memory stay the
+administrator serves (`sat_model`), an ROI, free text, the output format. Paths, device and memory stay the
 server's. Shapes and types are checked by the worker protocol's own parser (`server.parse_segment_request`),
 so the server and the local worker refuse the same things with the same messages.
 """
@@ -15,7 +15,8 @@ from ..job import SegmentRequest
 from ..server import BadRequestError, parse_segment_request
 
 OUTPUT_FORMATS = ("labelmap", "seg.nrrd")
-CLIENT_PARAMS = ("prompts", "modality", "model", "roi", "allow_free_text", "output_format")
+# `sat_model`, not `model`: MONAI Label's request already uses `model` for the infer task's name ('sat').
+CLIENT_PARAMS = ("prompts", "modality", "sat_model", "roi", "allow_free_text", "output_format")
 _PROMPTS_HINT = 'Send params like {"prompts": ["liver", "left kidney"], "modality": "ct"}.'
 
 
@@ -60,7 +61,7 @@ def parse_params(params: dict, image: str, workdir: Path, settings: ServerSettin
     """The job for `params` on the image at `image`, writing into `workdir`; BadRequestError on bad params."""
     if not isinstance(params.get("prompts"), list):
         raise BadRequestError("'prompts' must be a list of anatomy names.", _PROMPTS_HINT)
-    model_name = params.get("model") or settings.default_model
+    model_name = params.get("sat_model") or settings.default_model
     if not isinstance(model_name, str) or model_name not in settings.models:
         raise BadRequestError(f"Model {str(model_name)[:60]!r} is not served here.",
                               f"This server serves: {', '.join(settings.models)}.")

@@ -20,7 +20,7 @@ from SATSegmentLib.server import BadRequestError
 
 
 def test_a_ct_request_returns_a_label_image_on_the_scan_with_label_names(engine, ct_path):
-    path, info = engine.infer({"prompts": ["Liver", "L kidney"], "modality": "ct", "model": "tiny"}, str(ct_path))
+    path, info = engine.infer({"prompts": ["Liver", "L kidney"], "modality": "ct", "sat_model": "tiny"}, str(ct_path))
     labels, scan = sitk.ReadImage(path), sitk.ReadImage(str(ct_path))
     assert labels.GetSize() == scan.GetSize() and np.allclose(labels.GetOrigin(), scan.GetOrigin())
     assert info["label_names"] == {"liver": 1, "left kidney": 2}
@@ -29,7 +29,14 @@ def test_a_ct_request_returns_a_label_image_on_the_scan_with_label_names(engine,
     for segment in info["segments"]:  # the label image holds what the engine counted (the two may overlap)
         assert np.count_nonzero(values == segment["label"]) <= segment["voxels"]
     assert np.count_nonzero(values) + info["overlap_voxels"] == sum(s["voxels"] for s in info["segments"])
-    assert info["modality"] == "ct" and info["model"] == "tiny" and path.endswith(".nii.gz")
+    assert info["modality"] == "ct" and info["sat_model"] == "tiny" and path.endswith(".nii.gz")
+    assert list(Path(path).parent.iterdir()) == [Path(path)]  # nothing else the job wrote is left behind
+
+
+def test_a_failed_job_leaves_no_files(engine, ct_path, tmp_path):
+    with pytest.raises(UnknownPromptError):
+        engine.infer({"prompts": ["xyzzy organ"], "modality": "ct"}, str(ct_path))
+    assert list((tmp_path / "engine-temp").iterdir()) == []
 
 
 def test_mri_and_pet_requests_use_their_modality(engine, mr_path):
@@ -67,8 +74,8 @@ def test_a_prompt_unknown_for_the_modality_is_refused(engine, ct_path):
     ({}, "'prompts' must be a list"),
     ({"prompts": "liver"}, "'prompts' must be a list"),
     ({"prompts": [1, 2]}, "'prompts' must be a list of strings"),
-    ({"prompts": ["liver"], "model": "pro"}, "Model 'pro' is not served here"),
-    ({"prompts": ["liver"], "model": ["tiny"]}, "is not served here"),
+    ({"prompts": ["liver"], "sat_model": "pro"}, "Model 'pro' is not served here"),
+    ({"prompts": ["liver"], "sat_model": ["tiny"]}, "is not served here"),
     ({"prompts": ["liver"], "roi": [1, 2, 3]}, "Option 'roi' must be a list of six numbers"),
     ({"prompts": ["liver"], "roi": "everywhere"}, "Option 'roi' must be a list of six numbers"),
     ({"prompts": ["liver"], "allow_free_text": "yes"}, "Option 'allow_free_text' must be true or false"),
@@ -89,7 +96,7 @@ def test_bad_values_are_refused_like_the_worker_refuses_them(engine, ct_path):
 
 def test_clients_cannot_choose_server_paths_devices_or_memory(tmp_path):
     settings = ServerSettings(models={"nano": "/models/nano"}, device="cuda:1", max_memory="40GB")
-    job = parse_params({"prompts": ["liver"], "device": "cpu", "checkpoint": "/etc/passwd", "max_memory": 1,
+    job = parse_params({"prompts": ["liver"], "model": "sat", "device": "cpu", "checkpoint": "/etc/passwd", "max_memory": 1,
                         "split_dir": "/tmp/x"}, "/data/ct.nii.gz", tmp_path, settings)
     assert (job.request.model, job.request.device, job.request.max_memory) == ("/models/nano", "cuda:1", "40GB")
     assert job.request.checkpoint is None and job.request.split_dir == str(tmp_path / "split")

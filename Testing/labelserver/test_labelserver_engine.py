@@ -148,3 +148,27 @@ def test_the_gate_serves_callers_one_at_a_time_in_arrival_order():
     for thread in threads:
         thread.join(10)
     assert order == list(range(8)) and most[0] == 1 and gate.waiting == 0
+
+
+def test_satsegment_server_starts_monai_label_with_the_app():
+    from SATSegmentLib.cli import build_parser
+    from SATSegmentLib.labelserver.command import APP_DIR, monailabel_command
+
+    args = build_parser().parse_args(["server", "--studies", "/data/scans", "--models", "nano,pro", "--device", "cuda",
+                                      "--max-memory", "40GB"])
+    command = monailabel_command(args, python="py")
+    assert command[:8] == ["py", "-m", "monailabel.main", "start_server", "--app", str(APP_DIR), "--studies", "/data/scans"]
+    assert command[8:] == ["--host", "127.0.0.1", "--port", "8000", "--conf", "models", "nano,pro", "--conf", "device", "cuda",
+                           "--conf", "max_memory", "40GB"]
+    assert (APP_DIR / "main.py").is_file()
+
+
+def test_satsegment_server_without_monai_label_says_how_to_install_it(monkeypatch, capsys):
+    import importlib.util
+
+    from SATSegmentLib.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "monailabel" else real(name, *a))
+    assert main(["server", "--studies", "/data/scans"]) == 2
+    assert "pip install 'satsegmentlib[server]'" in capsys.readouterr().err

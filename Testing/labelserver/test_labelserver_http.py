@@ -42,7 +42,7 @@ def test_a_ct_request_with_synonyms_and_typos(client, label_server, tmp_path):
     assert result.label_names == {"liver": 1, "left kidney": 2}
     assert any("segmented once" in w["message"] for w in result.params["warnings"])  # 'livr' repeats 'hepar'
     labels = _image(result, tmp_path)
-    scan = sitk.ReadImage(str(label_server.log.parent / "studies" / "ct.nii.gz"))
+    scan = sitk.ReadImage(str(label_server.studies / "ct.nii.gz"))
     assert labels.GetSize() == scan.GetSize() and np.allclose(labels.GetOrigin(), scan.GetOrigin(), atol=1e-3)
     assert set(np.unique(sitk.GetArrayFromImage(labels))) <= {0, 1, 2}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("monailabel") is None:
         raise InputError("MONAI Label is not installed in this Python.",
                          "Install the server in its own environment: pip install 'satsegmentlib[server]' (docs/server.md).")
-    process = subprocess.Popen(monailabel_command(args))
+    # DICOMweb series stay DICOM: SATSegment reads them itself (geometry, modality tag) instead of MONAI Label's NIfTI conversion
+    env = {**os.environ, "MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI": os.environ.get("MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI", "false")}
+    process = subprocess.Popen(monailabel_command(args), env=env)
     try:
         return process.wait()
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM: stop the server cleanly, then its exit status

@@ -90,9 +90,19 @@ def _raised_by_infer_endpoint(exc: Exception) -> bool:
 
 
 def _known(store, image_id: str) -> bool:
-    """Whether the datastore holds `image_id` (a local folder's file, or a series the DICOMweb server knows)."""
+    """Whether the datastore holds `image_id` (a local folder's file, or a series the DICOMweb server has).
+
+    A DICOMweb server that fails otherwise (unreachable, refuses to send the series) is answered with 502
+    and its error, not passed off as an unknown image."""
     try:
         return bool(store.get_image_uri(image_id))
-    except Exception as exc:  # noqa: BLE001 - DICOMweb errors for a wrong id: treated as not found
-        logger.info("image %r not found: %s", image_id[:80], exc)
+    except IndexError:  # MONAI Label's DICOMweb search found no such series
         return False
+    except Exception as exc:  # noqa: BLE001 - whatever the PACS client raises
+        if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+            return False
+        logger.warning("datastore failed on %r: %s", image_id[:80], exc)
+        raise HTTPException(status_code=502, detail={
+            "code": "datastore_error", "exit_code": 1, "message": f"The server's datastore failed to deliver {image_id[:80]!r}: {exc}",
+            "hint": "The PACS may be down, or unable to send this series uncompressed (MONAI Label asks for that); "
+                    "ask the administrator."}) from None

@@ -54,7 +54,7 @@ class InferEngine:
         self.worker = Worker(settings.feature_cache_mb, settings.max_memory)
         self.gate = FairGate()
 
-    def infer(self, params: dict, image: str, cancel: threading.Event | None = None) -> tuple[str, dict]:
+    def infer(self, params: dict, image: str) -> tuple[str, dict]:
         """Segment `image` as `params` ask; returns (result file path, result JSON). The file is a temporary
         file the caller removes; nothing else the job wrote is left. Raises SATSegmentError (BadRequestError for params)."""
         workdir = Path(tempfile.mkdtemp(prefix="satsegment-infer-"))
@@ -62,7 +62,7 @@ class InferEngine:
             job = parse_params(params, image, workdir, self.settings)
             warnings: list[dict] = []
             with self.gate:
-                result = self.worker.run(job.request, lambda event: _keep_warning(event, warnings), cancel)
+                result = self.worker.run(job.request, lambda event: _keep_warning(event, warnings))
             path, overlap = _result_file(job, result, workdir)
             return _move_out(path), {**_result_json(job, result, warnings), "overlap_voxels": overlap}
         finally:

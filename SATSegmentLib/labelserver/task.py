@@ -28,7 +28,7 @@ class SATInferTask(InferTask):
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "models": list(self.engine.settings.models), "params": list(CLIENT_PARAMS),
-                "satsegment_version": __version__, "queued": self.engine.gate.waiting}
+                "satsegment_version": __version__}
 
     def is_valid(self) -> bool:
         return True

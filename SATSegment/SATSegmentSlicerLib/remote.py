@@ -93,7 +93,7 @@ class LabelServerClient:
             fields["file"] = (Path(image_path).name, Path(image_path).read_bytes(), "application/octet-stream")
         query = urllib.parse.urlencode({"image": image_id or "", "output": "all"})
         body, content_type = encode_multipart(fields)
-        status, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type)
+        _, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type)
         return _result(headers.get("Content-Type", ""), data)
 
     def _json(self, method: str, path: str) -> dict:

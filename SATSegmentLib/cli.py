@@ -41,11 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     serve = commands.add_parser("serve", help="run the persistent JSON-lines worker on stdin/stdout",
                                 description="Persistent worker speaking JSON lines on stdin/stdout (docs/worker-protocol.md). "
-                                            "Keeps the model loaded and caches the last volume's preprocessing and backbone features.",
+                                            "Keeps the model loaded, the last volume's preprocessing and recent volumes' backbone features.",
                                 epilog=EPILOG)
     serve.add_argument("--feature-cache-mb", type=megabytes, default=None, metavar="MB",
-                       help="memory cap for cached backbone features of the last volume (default: 40%% of the RAM; 0 disables)")
+                       help="memory cap for cached backbone features of recent volumes (default: 40%% of the RAM; 0 disables)")
     serve.add_argument("--max-memory", metavar="SIZE", help=MAX_MEMORY_HELP + " (for every job that sets no max_memory)")
+    from .labelserver import command as server_command
+
+    server_command.add_parser(commands, megabytes)
     return parser
 
 
@@ -374,4 +377,10 @@ def _serve(args) -> int:
     return serve(feature_cache_mb=args.feature_cache_mb, max_memory=args.max_memory)
 
 
-_COMMANDS = {"segment": _segment, "terms": _terms, "models": _models, "serve": _serve}
+def _server(args) -> int:
+    from .labelserver.command import run
+
+    return run(args)
+
+
+_COMMANDS = {"segment": _segment, "terms": _terms, "models": _models, "serve": _serve, "server": _server}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -33,55 +34,80 @@ ProgressCallback = Callable[[str, int, int, str], None]
 
 
 class FeatureCache:
-    """Backbone features of one volume's windows, kept within a byte budget.
+    """Backbone features of recently used volumes' windows, kept within one byte budget.
 
-    `bind(key)` selects the volume (model, device, preprocessed volume); a different key empties
-    the cache. Windows are looked up by their index in the full window list, so a follow-up request
-    with new prompts (or a smaller ROI) on the same volume skips the backbone for cached windows.
+    `bind(key)` selects the volume (model, device, preprocessed volume) that `get`, `put`, `len` and `in`
+    refer to and makes it the most recently used. Volumes stay cached side by side: when new features do
+    not fit, the least recently used other volumes are dropped first, so a server switching between scans
+    keeps each one's features while the budget allows. Windows are looked up by their index in the full
+    window list, so a follow-up request with new prompts (or a smaller ROI) skips the backbone for cached windows.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
         self.key: Any = None
-        self._items: dict[int, Any] = {}
-        self._sizes: dict[int, int] = {}
+        self._volumes: OrderedDict[Any, dict[int, Any]] = OrderedDict()  # least recently used first
+        self._sizes: dict[Any, int] = {}
 
     def bind(self, key: Any) -> None:
-        if key != self.key:
-            self.clear()
-            self.key = key
+        self.key = key
+        self._volumes.setdefault(key, {})
+        self._sizes.setdefault(key, 0)
+        self._volumes.move_to_end(key)
 
     def clear(self) -> None:
-        self._items.clear()
+        """Drop every volume's features."""
+        self._volumes.clear()
         self._sizes.clear()
+        if self.key is not None:
+            self.bind(self.key)
 
     @property
     def nbytes(self) -> int:
         return sum(self._sizes.values())
 
+    @property
+    def volumes(self) -> int:
+        """How many volumes have features cached."""
+        return sum(1 for items in self._volumes.values() if items)
+
     def __contains__(self, index: int) -> bool:
-        return index in self._items
+        return index in self._current()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._current())
 
     def get(self, index: int) -> Any:
-        return self._items.get(index)
+        return self._current().get(index)
 
     def limit(self, max_bytes: int) -> None:
-        """Change the cap; the cached windows are dropped when they no longer fit under it."""
+        """Change the cap, dropping least recently used volumes (the bound one last) until the rest fit."""
         self.max_bytes = int(max(0, max_bytes))
+        self._evict_for(0)
         if self.nbytes > self.max_bytes:
             self.clear()
 
     def put(self, index: int, features: Any) -> bool:
-        """Keep `features` (in host memory) if they fit in the remaining budget; returns whether they were kept."""
+        """Keep `features` (in host memory) for the bound volume if they fit in the budget, once older
+        volumes are dropped; returns whether they were kept."""
         size = int(features.nbytes)
-        if index in self._items or self.nbytes + size > self.max_bytes:
+        items = self._current()
+        if index in items or not self._evict_for(size):
             return False
-        self._items[index] = features.to("cpu")  # host memory: a GPU needs its memory for the next windows
-        self._sizes[index] = size
+        items[index] = features.to("cpu")  # host memory: a GPU needs its memory for the next windows
+        self._sizes[self.key] += size
         return True
+
+    def _current(self) -> dict[int, Any]:
+        return self._volumes.get(self.key, {}) if self.key is not None else {}
+
+    def _evict_for(self, size: int) -> bool:
+        """Drop least recently used volumes other than the bound one until `size` more bytes fit; whether they do."""
+        for key in [k for k in self._volumes if k != self.key]:
+            if self.nbytes + size <= self.max_bytes:
+                break
+            del self._volumes[key], self._sizes[key]
+        return self.nbytes + size <= self.max_bytes
 
 
 @dataclass

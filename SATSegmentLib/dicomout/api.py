@@ -77,6 +77,16 @@ class DicomTargets:
         return self.dicom_seg is not None or self.rtstruct is not None
 
 
+def require_dicom_libraries() -> None:
+    """Refuse DICOM outputs, before any compute, when the optional libraries that write them are missing."""
+    import importlib.util
+
+    missing = [name for name in ("pydicom", "highdicom", "skimage") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"DICOM SEG and RTSTRUCT outputs need libraries that are not installed ({', '.join(missing)}).",
+                         "Install SATSegment's DICOM extra: pip install \"SATSegmentLib[dicom]\"")
+
+
 def check_dicom_targets(input_path: str, dicom_seg: str | None, rtstruct: str | None, overwrite: bool,
                         others: Iterable[Path | None] = ()) -> DicomTargets:
     """Validate the DICOM output paths before any compute: a DICOM series as input, `.dcm` names in writable
@@ -85,6 +95,7 @@ def check_dicom_targets(input_path: str, dicom_seg: str | None, rtstruct: str | 
 
     if not (dicom_seg or rtstruct):
         return DicomTargets()
+    require_dicom_libraries()
     series_folder = Path(input_path).expanduser()
     if not series_folder.is_dir():
         raise InputError(f"DICOM SEG and RTSTRUCT outputs reference the DICOM series the scan came from, and {input_path} "

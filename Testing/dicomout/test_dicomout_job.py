@@ -106,6 +106,17 @@ def test_a_nifti_input_is_refused_before_any_compute(ct_path, out_dir, tiny_mode
     assert list(out_dir.iterdir()) == []
 
 
+@pytest.mark.parametrize("module", ["highdicom", "skimage"])
+def test_missing_dicom_libraries_are_named_with_the_extra_to_install(ct_series, out_dir, tiny_model_dir, capsys,
+                                                                      monkeypatch, module):
+    """pydicom, highdicom and scikit-image are the optional `dicom` extra: without them, say so before any compute."""
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == module else object())
+    code, _, err = run(["segment", ct_series, "-p", "liver", "--modality", "ct", "--model", tiny_model_dir,
+                        "--dicom-seg", out_dir / "s.dcm"], capsys)
+    assert code == 2 and f"({module})" in err and 'SATSegmentLib[dicom]' in err
+    assert list(out_dir.iterdir()) == []
+
+
 def test_no_output_at_all_is_refused(ct_series, capsys):
     code, _, err = run(["segment", ct_series, "-p", "liver"], capsys)
     assert code == 2 and "No output" in err and "--dicom-seg" in err

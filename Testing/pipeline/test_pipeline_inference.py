@@ -89,6 +89,28 @@ def test_feature_cache_skips_backbone_for_new_prompts(intensity_model):
     assert len(cache) == 0
 
 
+def test_feature_cache_keeps_recent_volumes_and_drops_the_least_recently_used(intensity_model):
+    """A server alternating between scans keeps each one's features while the budget allows; when a new
+    scan needs room, the scan used longest ago goes first, never the one being segmented."""
+    volume, queries = random_case((16, 12, 8), 1)  # one window per scan
+    one_window = 4 * int(np.prod(PATCH))
+    cache = FeatureCache(max_bytes=2 * one_window)
+
+    def segment(name):
+        cache.bind(name)
+        calls = intensity_model.encode_calls
+        run_sliding_window(volume, intensity_model, queries, PATCH, feature_cache=cache)
+        return intensity_model.encode_calls - calls  # backbone runs
+
+    assert [segment("a"), segment("b"), segment("a"), segment("b")] == [1, 1, 0, 0]
+    assert cache.volumes == 2 and cache.nbytes == 2 * one_window
+    assert segment("c") == 1 and cache.volumes == 2  # 'a' was used longest ago: dropped for 'c'
+    assert [segment("b"), segment("a")] == [0, 1]  # 'b' stayed; 'a' is computed again (and 'c' dropped)
+    assert segment("c") == 1
+    cache.limit(one_window)  # a smaller cap keeps only the bound scan
+    assert cache.volumes == 1 and segment("c") == 0
+
+
 def test_subset_of_windows_leaves_uncovered_voxels_empty(intensity_model):
     volume = np.full((45, 30, 20), 5.0, np.float32)
     queries = torch.tensor([[0.0, 1.0, 0.0]])

@@ -1,0 +1,108 @@
+"""The SATSegment MONAI Label app: `monailabel start_server --app <this folder> --studies <folder or DICOMweb URL>`.
+
+`satsegment server` finds this folder and starts MONAI Label with it. `--conf models nano,pro`, `--conf device
+cuda`, `--conf max_memory 40GB` and `--conf feature_cache_mb 8192` set what the server runs (docs/server.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import traceback
+
+from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+
+from SATSegmentLib import __version__
+from SATSegmentLib.labelserver.engine import InferEngine
+from SATSegmentLib.labelserver.httperrors import not_found
+from SATSegmentLib.labelserver.params import ServerSettings
+from SATSegmentLib.labelserver.task import SATInferTask
+
+logger = logging.getLogger(__name__)
+
+
+class SATSegmentApp(MONAILabelApp):
+    """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients)."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.settings = ServerSettings.from_conf(conf or {})
+        self.engine = InferEngine(self.settings)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="SATSegment",
+                         description="Text-prompted 3D segmentation with SAT", version=__version__)
+        _answer_request_errors()
+
+    def init_infers(self) -> dict:
+        return {"sat": SATInferTask(self.engine)}
+
+    def infer(self, request: dict, datastore=None) -> dict:
+        """Refuse an image id the datastore does not hold (MONAI Label would run on an empty path)."""
+        image = request.get("image")
+        store = datastore or self.datastore()
+        if isinstance(image, str) and image and not os.path.exists(image) and not _known(store, image):
+            status, body = not_found(f"The server's datastore has no image {image[:80]!r}.",
+                                     "List the images with GET /datastore/?output=all, or upload the image with the request.")
+            raise HTTPException(status_code=status, detail=body)
+        return super().infer(request, datastore)
+
+    def _download_dcmqi_tools(self) -> None:
+        """MONAI Label would download dcmqi into the installed package for DICOM SEG output, which this app does
+        not offer (results go back as a label image or .seg.nrrd); nothing is downloaded."""
+
+
+def _answer_request_errors() -> None:
+    """Answer what MONAI Label leaves as a bare 500 with our kind of body: params that are not JSON (400), an
+    unknown infer task or other invalid input (400)."""
+    from monailabel.app import app
+
+    async def bad_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": {
+            "code": "bad_request", "exit_code": 2, "message": f"'params' is not valid JSON: {exc.msg} (column {exc.colno}).",
+            "hint": 'Send params as a JSON object, e.g. {"prompts": ["liver"], "modality": "ct"}.'}})
+
+    async def monai_label_error(request: Request, exc: MONAILabelException) -> JSONResponse:
+        status = 400 if exc.error == MONAILabelError.INVALID_INPUT else 500
+        return JSONResponse(status_code=status, content={"detail": {
+            "code": "bad_request" if status == 400 else "internal_error", "exit_code": 2 if status == 400 else 1,
+            "message": exc.msg, "hint": "GET /info/ lists the infer tasks of this server (SATSegment serves 'sat')."}})
+
+    async def params_not_an_object(request: Request, exc: Exception) -> JSONResponse:
+        if not _raised_by_infer_endpoint(exc):
+            raise exc  # anything else stays MONAI Label's internal error
+        return JSONResponse(status_code=400, content={"detail": {
+            "code": "bad_request", "exit_code": 2, "message": "'params' must be a JSON object.",
+            "hint": 'Send params like {"prompts": ["liver"], "modality": "ct"}.'}})
+
+    app.add_exception_handler(json.JSONDecodeError, bad_json)
+    app.add_exception_handler(MONAILabelException, monai_label_error)
+    app.add_exception_handler(TypeError, params_not_an_object)
+    app.add_exception_handler(ValueError, params_not_an_object)
+    app.middleware_stack = None  # built at startup, before this app existed: rebuilt with the handlers on the next request
+
+
+def _raised_by_infer_endpoint(exc: Exception) -> bool:
+    """Whether MONAI Label's infer endpoint itself raised `exc` (merging params that are not an object into its request)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.replace(os.sep, "/").endswith("monailabel/endpoints/infer.py")
+
+
+def _known(store, image_id: str) -> bool:
+    """Whether the datastore holds `image_id` (a local folder's file, or a series the DICOMweb server has).
+
+    A DICOMweb server that fails otherwise (unreachable, refuses to send the series) is answered with 502
+    and its error, not passed off as an unknown image."""
+    try:
+        return bool(store.get_image_uri(image_id))
+    except IndexError:  # MONAI Label's DICOMweb search found no such series
+        return False
+    except Exception as exc:  # noqa: BLE001 - whatever the PACS client raises
+        if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+            return False
+        logger.warning("datastore failed on %r: %s", image_id[:80], exc)
+        raise HTTPException(status_code=502, detail={
+            "code": "datastore_error", "exit_code": 1, "message": f"The server's datastore failed to deliver {image_id[:80]!r}: {exc}",
+            "hint": "The PACS may be down, or unable to send this series uncompressed (MONAI Label asks for that); "
+                    "ask the administrator."}) from None

@@ -1,0 +1,103 @@
+"""The server's engine: one `job.Worker` (model loaded once, text embeddings and backbone features
+cached) shared by every client, running one job at a time in the order requests arrived.
+
+`InferEngine.infer` takes a client's params and an image path and returns the result file and the
+JSON that goes back with it: the label names and values, the segments, warnings, timings, cache use.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from .. import __version__
+from ..job import Worker
+from .labelmap import write_labelmap
+from .params import InferParams, ServerSettings, parse_params
+
+
+class FairGate:
+    """One holder at a time, served strictly in the order they asked (a ticket queue, no barging)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @property
+    def waiting(self) -> int:
+        """Callers that hold or wait for the gate."""
+        with self._condition:
+            return self._next_ticket - self._serving
+
+    def __enter__(self) -> "FairGate":
+        with self._condition:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            self._condition.wait_for(lambda: self._serving == ticket)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._condition:
+            self._serving += 1
+            self._condition.notify_all()
+
+
+class InferEngine:
+    """Runs `sat` requests on one shared Worker, one at a time, first come first served."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.worker = Worker(settings.feature_cache_mb, settings.max_memory)
+        self.gate = FairGate()
+
+    def infer(self, params: dict, image: str) -> tuple[str, dict]:
+        """Segment `image` as `params` ask; returns (result file path, result JSON). The file is a temporary
+        file the caller removes; nothing else the job wrote is left. Raises SATSegmentError (BadRequestError for params)."""
+        workdir = Path(tempfile.mkdtemp(prefix="satsegment-infer-"))
+        try:
+            job = parse_params(params, image, workdir, self.settings)
+            warnings: list[dict] = []
+            with self.gate:
+                result = self.worker.run(job.request, lambda event: _keep_warning(event, warnings))
+            path, overlap = _result_file(job, result, workdir)
+            return _move_out(path), {**_result_json(job, result, warnings), "overlap_voxels": overlap}
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _move_out(path: str) -> str:
+    """The result file moved out of the job's folder (removed with everything else the job wrote) to a
+    temporary file of its own, which MONAI Label deletes once it is sent."""
+    suffix = ".seg.nrrd" if path.endswith(".seg.nrrd") else ".nii.gz"
+    handle, target = tempfile.mkstemp(prefix="satsegment-result-", suffix=suffix)
+    os.close(handle)
+    shutil.move(path, target)
+    return target
+
+
+def _keep_warning(event: dict, warnings: list[dict]) -> None:
+    if event.get("event") == "warning":
+        warnings.append({key: event[key] for key in ("message", "suggestions") if key in event})
+
+
+def _result_file(job: InferParams, result: dict, workdir: Path) -> tuple[str, int]:
+    """The file sent back (the job's .seg.nrrd, or one label image built from its split masks) and the
+    number of voxels the label image could not give to every mask that holds them."""
+    if job.output_format == "seg.nrrd":
+        return result["outputs"]["segmentation"], 0
+    split = result["outputs"]["split"]
+    path, overlap = write_labelmap(workdir / "labels.nii.gz", [split[s["prompt"]] for s in result["segments"]])
+    return str(path), overlap
+
+
+def _result_json(job: InferParams, result: dict, warnings: list[dict]) -> dict:
+    """What the client gets with the file: label names → values, the segments and the run's report."""
+    segments = [{**segment, "label": value} for value, segment in enumerate(result["segments"], start=1)]
+    return {"label_names": {s["name"]: s["label"] for s in segments}, "segments": segments,
+            "output_format": job.output_format, "warnings": warnings, "sat_model": job.model_name,
+            "modality": result["modality"], "device": result["device"], "timings": result["timings"],
+            "cache": result["cache"], "satsegment_version": __version__}

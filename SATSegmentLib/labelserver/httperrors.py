@@ -1,0 +1,39 @@
+"""Our errors as HTTP answers: a status a client can act on, and our message, hint and suggestions as the body."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
+                      SATSegmentError, UnknownPromptError, as_user_error)
+from ..server import BadRequestError
+
+# Most specific first: UnknownPromptError and BadRequestError are InputErrors.
+_STATUS: tuple[tuple[type[SATSegmentError], int], ...] = (
+    (BadRequestError, 400),      # params of the wrong shape or type
+    (UnknownPromptError, 422),   # understood, but not in SAT's vocabulary: the body has suggestions
+    (InputError, 422),           # the image, prompts, modality or ROI cannot be used
+    (CancelledError, 409),
+    (OutOfMemoryError, 503),     # the server is short of memory now; a smaller ROI or a later try may work
+    (DeviceError, 503),
+    (ModelError, 503),           # the server's model files: the administrator's to fix
+    (DownloadError, 503),
+)
+
+
+def http_error(exc: BaseException) -> tuple[int, dict]:
+    """(HTTP status, JSON body) for any exception; unknown ones are internal errors (500)."""
+    error = as_user_error(exc)
+    status = next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
+    body = error.to_dict()
+    return status, {**body, "hint": as_param_hint(body["hint"])}
+
+
+def as_param_hint(hint: str) -> str:
+    """A hint written for the command line, for a server client: `--allow-free-text` → the 'allow_free_text' param."""
+    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)", lambda m: f"the '{m.group(1).replace('-', '_')}' param", hint)
+
+
+def not_found(message: str, hint: str) -> tuple[int, dict]:
+    """(404, body) for an image the datastore does not hold."""
+    return 404, {"code": "not_found", "exit_code": 2, "message": message, "hint": hint}

@@ -15,6 +15,12 @@ import pytest
 import slicerio
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl+C's default in the worker, even when the test run itself was started in the background (where a
+    shell ignores SIGINT, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class WorkerProcess:
     """A `python -m SATSegmentLib serve` child with threads collecting its JSON replies and its stderr.
 
@@ -22,7 +28,7 @@ class WorkerProcess:
 
     def __init__(self, env: dict, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "SATSegmentLib", "serve", *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, preexec_fn=_sigint_as_in_a_terminal)
         self.events: queue.Queue = queue.Queue()
         self.stdout: list[bytes] = []
         self.non_json: list[bytes] = []

@@ -1,8 +1,8 @@
 """One full-size SAT window per backbone plan, side by side: seconds, memory, the estimator's figure, exactness.
 
 Each (variant, plan, precision) runs in its own child process, so peak RSS belongs to that run alone.
-The model has random weights in the exact architecture; the window is a fixed-seed (1, 3, 288, 288, 96)
-input. Printed per run: backbone seconds (1st and 2nd call), decode seconds for 1 and 50 prompts,
+The model has random weights in the exact architecture; the window is the first 288x288x96 window of the
+real example CT after SAT's preprocessing (`--input random`: a fixed-seed random input). Printed per run: backbone seconds (1st and 2nd call), decode seconds for 1 and 50 prompts,
 peak RSS of the child (CPU) or `torch.cuda.max_memory_allocated` (CUDA) up to the end of the backbone
 (weights, window and backbone; the 50-prompt decode's logits are not the pipeline's chunked decoding),
 the estimator's prediction for the run (`model.memory.estimate_run`), and, against the first plan listed, max |Δ logits| and the minimum Dice
@@ -24,10 +24,27 @@ import time
 from pathlib import Path
 
 WORK = Path("/tmp/satsegment-bench-window")
+EXAMPLE_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator-examples" / "example_ct.nii.gz"
 PLANS = {"plain": "plain", "lean": "lean"}
 
 
-def child(variant: str, plan_name: str, precision: str, device: str, reference: str | None) -> dict:
+def real_window(patch: tuple[int, int, int]):
+    """The first window of the example CT as SAT sees it: preprocessed, zero-padded at the end, 3 channels."""
+    import numpy as np
+    import torch
+
+    from SATSegmentLib.imageio import read_image
+    from SATSegmentLib.preprocess import preprocess
+
+    image, meta = read_image(EXAMPLE_CT)
+    array = preprocess(image, "ct", ras_affine=meta.get("ras_affine")).array
+    window = np.zeros(patch, np.float32)
+    part = array[:patch[0], :patch[1], :patch[2]]
+    window[:part.shape[0], :part.shape[1], :part.shape[2]] = part
+    return torch.from_numpy(window)[None, None].repeat(1, 3, 1, 1, 1)
+
+
+def child(variant: str, plan_name: str, precision: str, device: str, reference: str | None, real: bool = True) -> dict:
     """Run one window in this process and return the measurements."""
     import torch
 
@@ -49,7 +66,8 @@ def child(variant: str, plan_name: str, precision: str, device: str, reference: 
             p.copy_((torch.randn(p.shape, generator=generator) * (1.0 / max(1, p[0].numel()) ** 0.5)).to(device))
     model.reset_positional_encoding()
     model.eval()
-    x = torch.randn(1, 3, *config.patch_size, generator=torch.Generator().manual_seed(1)).to(device)
+    x = (real_window(config.patch_size) if real else
+         torch.randn(1, 3, *config.patch_size, generator=torch.Generator().manual_seed(1))).to(device)
     queries = torch.randn(50, config.query_dim, generator=torch.Generator().manual_seed(2)).to(device)
     result = {"variant": variant, "plan": str(plan), "precision": precision, "device": str(device),
               "estimate_gb": estimate_run(config, plan, device.type, precision, 50).needed / 1e9}
@@ -102,12 +120,13 @@ def main() -> None:
                         help="the first one is the reference for exactness")
     parser.add_argument("--precision", nargs="+", default=None, help="default: fp32 on CPU, fp16 and fp32 on CUDA")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--child", nargs=5, metavar=("VARIANT", "PLAN", "PRECISION", "DEVICE", "REFERENCE"),
+    parser.add_argument("--input", default="real", choices=["real", "random"], help="the example CT's first window, or noise")
+    parser.add_argument("--child", nargs=6, metavar=("VARIANT", "PLAN", "PRECISION", "DEVICE", "REFERENCE", "INPUT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        variant, plan, precision, device, reference = args.child
-        print(json.dumps(child(variant, plan, precision, device, reference if reference != "-" else None)))
+        variant, plan, precision, device, reference, given = args.child
+        print(json.dumps(child(variant, plan, precision, device, reference if reference != "-" else None, given == "real")))
         return
     precisions = args.precision or (["fp16", "fp32"] if args.device.startswith("cuda") else ["fp32"])
     rows = []
@@ -116,7 +135,7 @@ def main() -> None:
             reference = "-"
             for plan in args.plans:
                 done = subprocess.run([sys.executable, __file__, "--child", variant, plan, precision, args.device,
-                                       reference], capture_output=True, text=True)
+                                       reference, args.input], capture_output=True, text=True)
                 if done.returncode != 0:
                     print(f"{variant} {plan} {precision}: failed\n{done.stderr[-2000:]}", flush=True)
                     continue

@@ -234,15 +234,13 @@ def processed_grid_shape(
     """
     import torch
     from monai.data import MetaTensor
-    from monai.transforms import Orientation, Spacing
 
-    from .preprocess import TARGET_SPACING, check_orientation
+    from .preprocess import sat_resampling
 
     affine = ras_affine_of(image) if ras_affine is None else np.asarray(ras_affine, dtype=float)
     voxels = MetaTensor(torch.zeros(()).expand(1, *image.GetSize()), affine=torch.as_tensor(affine))
-    nibabel_labels = (("L", "R"), ("P", "A"), ("I", "S"))  # RAS+: the index grows toward R, A, S (as preprocess)
-    voxels = Orientation(axcodes=check_orientation(orientation), labels=nibabel_labels, lazy=True)(voxels)
-    voxels = Spacing(pixdim=TARGET_SPACING, mode="bilinear", padding_mode="border", lazy=True)(voxels)
+    for transform in sat_resampling(orientation, lazy=True):
+        voxels = transform(voxels)
     return tuple(int(n) for n in voxels.peek_pending_shape())
 
 

@@ -127,6 +127,15 @@ def preprocess(
     return PreprocessedVolume(normalise(cropped, modality), grid)
 
 
+def sat_resampling(orientation: str = "RAS", lazy: bool = False) -> list:
+    """SAT's MONAI resampling: `Orientation(axcodes)` then `Spacing((1, 1, 3), bilinear, border)`; `lazy` only
+    tracks the shape and affine (for sizing a volume before resampling it)."""
+    from monai.transforms import Orientation, Spacing
+
+    return [Orientation(axcodes=check_orientation(orientation), labels=_NIBABEL_LABELS, lazy=lazy),
+            Spacing(pixdim=TARGET_SPACING, mode="bilinear", padding_mode="border", lazy=lazy)]
+
+
 def reorient_and_resample(
     image: sitk.Image, orientation: str = "RAS", ras_affine: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -135,13 +144,12 @@ def reorient_and_resample(
     Returns the (H, W, D) float32 array and its voxel→RAS affine (float64).
     """
     from monai.data import MetaTensor
-    from monai.transforms import Orientation, Spacing
 
     affine = ras_affine_of(image) if ras_affine is None else np.asarray(ras_affine, dtype=float)
     voxels = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)  # SimpleITK (z, y, x) → (i, j, k)
     tensor = MetaTensor(np.ascontiguousarray(voxels, dtype=np.float32)[None], affine=affine)
-    tensor = Orientation(axcodes=check_orientation(orientation), labels=_NIBABEL_LABELS)(tensor)
-    tensor = Spacing(pixdim=TARGET_SPACING, mode="bilinear", padding_mode="border")(tensor)
+    for transform in sat_resampling(orientation):
+        tensor = transform(tensor)
     array = tensor.array[0] if hasattr(tensor, "array") else np.asarray(tensor)[0]
     return np.ascontiguousarray(array, dtype=np.float32), np.asarray(tensor.affine, dtype=float)
 

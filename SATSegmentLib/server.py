@@ -44,6 +44,8 @@ _PING = '{"type": "ping", "id": "1"}'
 _EXAMPLE = f"Example: {_PING}"
 _ID_HINT = f'An id is a string of 1 to {MAX_ID_CHARS} characters or an integer of at most 2**53 - 1 in size, e.g. {_PING}.'
 _TYPE_HINT = "Use segment, cancel, ping or shutdown."
+_OUTPUT_HINT = ("Give 'output' (the .seg.nrrd to write), or for a DICOM series input options 'dicom_seg' and/or "
+                "'rtstruct' (the DICOM files to write) instead.")
 _NUMBERS_HINT = "Requests take finite numbers of ordinary size only."
 _TARGET_HINT = "Give the id of a segment request as 'target'."
 
@@ -152,7 +154,9 @@ def parse_segment_request(message: dict) -> SegmentRequest:
         raise BadRequestError(f"Unknown option(s): {_listing(unknown)}.", f"Known options: {', '.join(OPTION_NAMES)}.")
     _check_text("'input'", message.get("input"))
     if message.get("output") is not None or not (options.get("dicom_seg") or options.get("rtstruct")):
-        _check_text("'output'", message.get("output"))  # optional only when a DICOM output is asked for
+        if message.get("output") is None:  # optional only when a DICOM output is asked for
+            raise BadRequestError("The request has no 'output'.", _OUTPUT_HINT)
+        _check_text("'output'", message["output"])
     modality = message.get("modality")
     if modality is not None:
         _check_text("'modality'", modality)

@@ -88,6 +88,16 @@ def test_segment_fields_are_checked_before_the_job_is_accepted(ask, segment, fie
     assert error["id"] == "s" and error["message"] == message
 
 
+@pytest.mark.parametrize("output", [None, "absent"])
+def test_a_request_without_output_names_the_outputs_it_could_give(ask, segment, output):
+    request = segment("s", output=output)
+    if output == "absent":
+        del request["output"]
+    error = _error(ask(request))
+    assert error["message"] == "The request has no 'output'."
+    assert "'dicom_seg'" in error["hint"] and "'rtstruct'" in error["hint"]
+
+
 def test_null_modality_and_options_mean_the_defaults(ask, segment):
     replies = ask(segment("s", modality=None, options={"checkpoint": None, "roi": None}))
     assert [r["event"] for r in replies] == ["accepted", "result"]

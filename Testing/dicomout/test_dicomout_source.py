@@ -45,7 +45,7 @@ def test_a_missing_slice_and_a_second_patient_are_refused(ct_series, tmp_path):
     shutil.copytree(ct_series, gap)
     files = sorted(gap.iterdir(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
     files[9].unlink()
-    with pytest.raises(InputError, match="evenly spaced"):
+    with pytest.raises(InputError, match="slice 10 of 20 is missing"):  # the image reader's check (dicomseries)
         read_source_series([str(p) for p in files if p.exists()])
     mixed = tmp_path / "mixed"
     shutil.copytree(ct_series, mixed)
@@ -55,6 +55,23 @@ def test_a_missing_slice_and_a_second_patient_are_refused(ct_series, tmp_path):
     dataset.save_as(path)
     with pytest.raises(InputError, match="2 patients"):
         read_source_series(mixed)
+
+
+def test_a_slice_off_the_grid_by_a_sixth_of_a_pixel_is_refused(ct_series, tmp_path):
+    """The image reader allows a tenth of the slice spacing (0.2 mm here); a frame of a SEG or RTSTRUCT must sit
+    within a tenth of a pixel of its image (0.1 mm), so a slice shifted 0.15 mm sideways is read, not referenced."""
+    from SATSegmentLib.imageio import read_image
+
+    folder = tmp_path / "shifted"
+    shutil.copytree(ct_series, folder)
+    path = sorted(folder.iterdir())[7]
+    dataset = pydicom.dcmread(path)
+    dataset.ImagePositionPatient[0] = float(dataset.ImagePositionPatient[0]) + 0.15
+    dataset.save_as(path)
+    _, meta = read_image(folder)
+    with pytest.raises(InputError, match="not one evenly spaced stack") as info:
+        read_source_series(meta["series_order"])
+    assert f"{path.name} lies 0.15 voxels from its place" in str(info.value)
 
 
 def test_a_mask_on_a_reoriented_copy_of_the_grid_comes_back_unchanged(ct_series):

@@ -8,9 +8,6 @@ which mask slice it came from.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +16,6 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from SATSegmentLib.cli import main
 from SATSegmentLib.dicomout import read_source_series, write_dicom_seg, write_rtstruct
 from SATSegmentLib.imageio import read_image
 
@@ -120,22 +116,16 @@ def test_seg_and_rtstruct_reference_the_slices_the_scan_was_read_from(two_series
     assert sorted(drawn, key=lambda c: c[1]) == [(uid, k) for k, uid in enumerate(expected)]
 
 
-def test_a_job_writes_against_the_series_it_read(two_series, series_uid, tiny_model_dir, tmp_path_factory):
+def test_a_job_writes_against_the_series_it_read(two_series, series_uid, tiny_model_dir, tmp_path, cli_job):
     """Through the command line: --series chooses the series, the DICOM outputs reference its images in order."""
     positions = {str(d.SOPInstanceUID): [float(v) for v in d.ImagePositionPatient]
                  for d in images_in_slice_order(two_series, series_uid)}
     expected = list(positions)
-    out = tmp_path_factory.mktemp("job-two-series")
-    argv = ["segment", two_series, "--series", series_uid, "-p", "liver", "--model", tiny_model_dir, "--roi", *ROI,
-            "--dicom-seg", out / "s.dcm", "--rtstruct", out / "r.dcm", "--progress", "json"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SATSEGMENT_HOME", str(tmp_path_factory.mktemp("home")))
-        patch.setenv("SATSEGMENT_MODEL_URL_BASE", "http://127.0.0.1:9")
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            code = main([str(a) for a in argv])
-    assert code == 0, stdout.getvalue().splitlines()[-1:]
-    assert [json.loads(line).get("event") for line in stdout.getvalue().splitlines()].count("warning") == 0
+    out = tmp_path
+    code, events = cli_job(["segment", two_series, "--series", series_uid, "-p", "liver", "--model", tiny_model_dir,
+                            "--roi", *ROI, "--dicom-seg", out / "s.dcm", "--rtstruct", out / "r.dcm"])
+    assert code == 0, events[-1]
+    assert [e for e in events if e.get("event") == "warning"] == []
 
     seg = pydicom.dcmread(out / "s.dcm")
     referenced = [str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]

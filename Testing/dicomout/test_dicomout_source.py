@@ -116,3 +116,11 @@ def test_a_folder_with_two_series_needs_the_series_uid(ct_series, tmp_path):
         read_source_series(folder)
     chosen = read_source_series(folder, "1.2.826.0.1.3680043.2.1125.77.9")
     assert len(chosen.instances) == 20 and all(str(h.SOPInstanceUID).endswith(".9") for h in chosen.instances)
+
+
+def test_a_single_image_without_position_is_refused(ct_series, tmp_path):
+    """The image reader checks the geometry of two or more files; for one file read_source_series asks it to."""
+    path = edited_copy(ct_series, tmp_path / "one", 5, lambda dataset: delattr(dataset, "ImagePositionPatient"))
+    with pytest.raises(InputError, match="no valid slice position"):
+        read_source_series([path])
+    assert len(read_source_series([sorted(ct_series.iterdir())[5]]).instances) == 1

@@ -116,16 +116,35 @@ def test_seg_and_rtstruct_reference_the_slices_the_scan_was_read_from(two_series
     assert sorted(drawn, key=lambda c: c[1]) == [(uid, k) for k, uid in enumerate(expected)]
 
 
-def test_a_job_writes_against_the_series_it_read(two_series, series_uid, tiny_model_dir, tmp_path, cli_job):
-    """Through the command line: --series chooses the series, the DICOM outputs reference its images in order."""
+def test_a_job_writes_against_the_series_it_read(two_series, series_uid, tiny_model_dir, tmp_path, cli_job,
+                                                 monkeypatch):
+    """Through the command line: --series chooses the series, the DICOM outputs reference its images in order,
+    and the folder is scanned and each header read by GDCM once (the DICOM outputs reuse the image read's order)."""
+    from SATSegmentLib import dicomseries
+
     positions = {str(d.SOPInstanceUID): [float(v) for v in d.ImagePositionPatient]
                  for d in images_in_slice_order(two_series, series_uid)}
     expected = list(positions)
+    calls = []
+
+    def counted(name: str):
+        original = getattr(dicomseries, name)
+
+        def call(*args):
+            calls.append((name, args[0]))
+            return original(*args)
+        return call
+
+    for name in ("find_series", "read_slice_header"):
+        monkeypatch.setattr(dicomseries, name, counted(name))
     out = tmp_path
     code, events = cli_job(["segment", two_series, "--series", series_uid, "-p", "liver", "--model", tiny_model_dir,
                             "--roi", *ROI, "--dicom-seg", out / "s.dcm", "--rtstruct", out / "r.dcm"])
     assert code == 0, events[-1]
     assert [e for e in events if e.get("event") == "warning"] == []
+    assert [n for n, _ in calls].count("find_series") == 1
+    headers_read = sorted(str(arg) for n, arg in calls if n == "read_slice_header")
+    assert len(headers_read) == len(set(headers_read)) == len(expected)
 
     seg = pydicom.dcmread(out / "s.dcm")
     referenced = [str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence]

@@ -78,20 +78,52 @@ class SliceHeader:
         return Path(self.path).name
 
 
+@dataclass(frozen=True)
+class SeriesOrder:
+    """One DICOM series as the image reader stacks it: its slices in order (repeats dropped) and the checks' verdict.
+
+    DICOM outputs reference exactly these files in this order (`dicomout.source`), so the image and the
+    SEG/RTSTRUCT written against it can never disagree about which file is slice k.
+    """
+
+    series_uid: str | None  # None: files given one by one, not a series chosen in a folder
+    slices: tuple[SliceHeader, ...]  # along the slice normal; the image's slice k is slices[k]
+    notes: tuple[str, ...] = ()
+    geometry_checked: bool = True  # every slice has a position, orientation and spacing, and together one regular grid
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(h.path for h in self.slices)
+
+
 def read_dicom_series(folder: Path, series_uid: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
     """Read the DICOM series in `folder` (the one with `series_uid` if several) after checking its geometry.
 
     Returns the image as SimpleITK reads it and metadata (`format`, `modality`, `series_uid`,
-    `n_files`, `notes`). Raises InputError when the folder holds no series, several series and no
-    choice, or slices that do not form one regular 3D grid (see the module docstring).
+    `n_files`, `notes`, and `series_order`: the `SeriesOrder` the image was stacked in). Raises
+    InputError when the folder holds no series, several series and no choice, or slices that do not
+    form one regular 3D grid (see the module docstring).
     """
+    order = order_series(folder, series_uid)
+    image = _read_pixels(folder, order.files)
+    modality = order.slices[0].modality.upper() or None
+    return image, {"format": "dicom", "modality": modality, "series_uid": order.series_uid, "n_files": len(order.files),
+                   "notes": list(order.notes), "series_order": order}
+
+
+def order_series(folder: Path, series_uid: str | None = None) -> SeriesOrder:
+    """The series in `folder` (the one with `series_uid` if several) in slice order, checked as the module docstring says."""
     series = find_series(folder)
     uid = choose_series(folder, series, series_uid)
-    headers = [read_slice_header(path) for path in series[uid]]
-    files, notes = slice_order(headers)
-    image = _read_pixels(folder, files)
-    modality = headers[0].modality.upper() or None
-    return image, {"format": "dicom", "modality": modality, "series_uid": uid, "n_files": len(files), "notes": notes}
+    return order_files(series[uid], uid)
+
+
+def order_files(files: Sequence[str], series_uid: str | None = None) -> SeriesOrder:
+    """The given DICOM files in slice order, checked as the module docstring says (headers only)."""
+    headers = [read_slice_header(str(path)) for path in files]
+    ordered, notes = slice_order(headers)
+    by_path = {h.path: h for h in headers}
+    return SeriesOrder(series_uid, tuple(by_path[path] for path in ordered), tuple(notes), geometry_checked=len(headers) > 1)
 
 
 def find_series(folder: Path) -> dict[str, tuple[str, ...]]:
@@ -176,7 +208,7 @@ def slice_order(headers: Sequence[SliceHeader]) -> tuple[list[str], list[str]]:
     """
     if len(headers) < 2:
         return [h.path for h in headers], []  # a single (possibly multi-frame) file: nothing to stack
-    _require_geometry(headers)
+    require_geometry(headers)
     _require_same(headers, "image sizes", lambda h: h.size, show=_show_size)
     _require_same(headers, "pixel spacings", lambda h: h.pixel_spacing, close=_same_vector, show=_mm_values)
     _require_same(headers, "orientations", lambda h: h.orientation, close=_same_vector, show=_show_orientation)
@@ -201,7 +233,7 @@ def slice_normal(orientation: np.ndarray) -> np.ndarray:
     return normal / np.linalg.norm(normal)
 
 
-def _require_geometry(headers: Sequence[SliceHeader]) -> None:
+def require_geometry(headers: Sequence[SliceHeader]) -> None:
     """Refuse slices without position, orientation or pixel spacing: readers would silently assume 1 mm and axial."""
     lacking = [h for h in headers if not _has_geometry(h)]
     if lacking:

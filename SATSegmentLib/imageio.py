@@ -4,8 +4,9 @@ Every problem a user can cause (missing file, link loop, named pipe, corrupt gzi
 complex voxels, bad spacing, NaN voxels, folder without DICOM or with several series, irregular
 DICOM slices) becomes an `errors.InputError` saying what was wrong and what to do; what can be read
 but may be wrong becomes a note for the user in the metadata. The DICOM series checks live in
-`dicomseries`, the NIfTI header checks in `nifti`. Also here: `modality_warnings` (do the
-intensities fit the modality?) and `processed_grid_voxels` (how large SAT's resampled grid will be).
+`dicomseries`, the NIfTI header checks in `nifti`, the MetaImage/NRRD negative voxel sizes in
+`negative_spacing`. Also here: `modality_warnings` (do the intensities fit the modality?) and
+`processed_grid_voxels` (how large SAT's resampled grid will be).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import SimpleITK as sitk
 
 from .dicomseries import itk_error_detail, read_dicom_series
 from .errors import InputError
+from .negative_spacing import negative_spacing_notes
 from .nifti import AFFINE_DISAGREEMENT_NOTE, check_nifti_finite, check_nifti_header, nibabel_affine
 from .vocabulary import normalize_modality
 
@@ -307,7 +309,7 @@ def _read_error(path: Path, detail: str) -> InputError:
 
 def _read_file(path: Path) -> tuple[sitk.Image, dict[str, Any]]:
     fmt = _format_of(path)
-    notes = check_nifti_header(path) if fmt == "nifti" else []
+    notes = check_nifti_header(path) if fmt == "nifti" else negative_spacing_notes(path, fmt)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

@@ -118,7 +118,7 @@ class Worker:
             warn(note, [])
         modality = resolve_modality(request.modality, meta)
         _check_image_content(image, meta, request.roi)
-        source_series = _read_source_series(request, meta, warn) if dicom else None
+        source_series = _read_source_series(meta, warn) if dicom else None
         device = _check_device(request.device, request.precision)  # the first step that imports torch
         for warning in modality_warnings(modality, meta, _array_view(image)):
             warn(warning, [])
@@ -245,11 +245,12 @@ def _check_outputs(request: SegmentRequest):
     return output, dicom
 
 
-def _read_source_series(request: SegmentRequest, meta: dict, warn):
-    """The DICOM source series' headers, checked for DICOM outputs (UIDs, one patient, single-frame) before compute."""
+def _read_source_series(meta: dict, warn):
+    """The DICOM source series' headers, checked for DICOM outputs (UIDs, one patient, single-frame) before compute:
+    exactly the files, in the order, that the image was read from (`meta["series_order"]`)."""
     from .dicomout import read_source_series
 
-    series = read_source_series(request.input, meta.get("series_uid"))
+    series = read_source_series(meta["series_order"])
     for note in series.notes:
         warn(note, [])
     return series

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .negative_spacing import AXES as _AXES
+from .negative_spacing import flipped_axis_note
 
-_AXES = "ijk"
 _LONGEST_HEADER = 540  # NIfTI-2; NIfTI-1 has 348
 
 
@@ -142,12 +143,8 @@ def _check_voxel_size(path: Path, header: NiftiHeader) -> None:
 
 
 def _geometry_notes(header: NiftiHeader) -> list[str]:
-    notes = [
-        f"The NIfTI header gives a negative voxel size along the {axis} axis ({size:g} mm); like 3D Slicer, it is read "
-        f"as {abs(size):g} mm with that axis flipped (nibabel ignores the sign). If left/right or head/foot look "
-        "swapped in the result, fix the header."
-        for axis, size in zip(_AXES, header.pixdim[:3]) if size < 0
-    ]
+    notes = [flipped_axis_note("NIfTI header", axis, size, " (nibabel ignores the sign)")
+             for axis, size in zip(_AXES, header.pixdim[:3]) if size < 0]
     if header.qform_code <= 0 and header.sform_code <= 0:
         notes.append(
             "The NIfTI header does not say how the image lies in the body (qform_code and sform_code are 0); it is "

@@ -3,8 +3,10 @@
 DICOM SEG and RTSTRUCT objects live in the source's study and Frame of Reference and point at its
 instances by SOP Instance UID, so what they need is checked here, from the headers alone (no pixel data),
 before any compute: one single-frame image series with Study, Series and Frame of Reference UIDs, one
-patient, and instances that form one regular grid. Instances are ordered by ImagePositionPatient along the
-slice normal, never by file name or InstanceNumber, and `frames` maps a mask to them through physical space.
+patient, and instances that form one regular grid. The files, their order along the slice normal (never
+file name or InstanceNumber) and the geometry checks are the image reader's (`dicomseries.SeriesOrder`):
+the images referenced are exactly the slices the scan was stacked from. `frames` maps a mask onto them
+through physical space.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..dicomseries import (MAX_MISPLACEMENT, SeriesOrder, SliceHeader, order_files, order_series, require_geometry,
+                           slice_normal)
 from ..errors import InputError
 
 #: Attributes of the Patient, General Study and Patient Study modules copied from the source into new objects.
@@ -35,6 +39,7 @@ class SourceSeries:
     """Headers of the source image series, in slice order, and what the user should know about them."""
 
     instances: tuple  # pydicom Datasets without pixel data, ordered along the slice normal
+    slices: tuple[SliceHeader, ...]  # the same files as the image reader ordered and checked them (their geometry)
     notes: tuple[str, ...] = ()
 
     @property
@@ -48,16 +53,15 @@ class SourceSeries:
 
     def affine(self) -> np.ndarray:
         """4x4 matrix mapping an index (column, row, frame) of the source grid to LPS millimetres."""
-        row_dir, col_dir = _orientation(self.first)
-        row_spacing, col_spacing = (float(v) for v in self.first.PixelSpacing)
+        first, last = self.slices[0], self.slices[-1]
+        row_dir, col_dir = first.orientation[:3], first.orientation[3:]
+        row_spacing, col_spacing = first.pixel_spacing
         affine = np.eye(4)
         affine[:3, 0] = row_dir * col_spacing  # along a row: the column index grows
         affine[:3, 1] = col_dir * row_spacing
-        affine[:3, 2] = _position(self.instances[-1]) - _position(self.first) if len(self.instances) > 1 else \
-            np.cross(row_dir, col_dir) * float(getattr(self.first, "SliceThickness", 1) or 1)
-        if len(self.instances) > 1:
-            affine[:3, 2] /= len(self.instances) - 1
-        affine[:3, 3] = _position(self.first)
+        affine[:3, 2] = (last.position - first.position) / (len(self.slices) - 1) if len(self.slices) > 1 else \
+            slice_normal(first.orientation) * float(getattr(self.first, "SliceThickness", 1) or 1)
+        affine[:3, 3] = first.position
         return affine
 
     def frames(self, mask: np.ndarray, mask_affine: np.ndarray) -> np.ndarray:
@@ -69,21 +73,25 @@ class SourceSeries:
         return _to_grid(np.asarray(mask), mask_affine, self.affine(), self.shape)
 
 
-def read_source_series(source: str | os.PathLike | Sequence[str | os.PathLike],
+def read_source_series(source: SeriesOrder | str | os.PathLike | Sequence[str | os.PathLike],
                        series_uid: str | None = None) -> SourceSeries:
-    """Headers of the DICOM series in a folder (the one with `series_uid` if it holds several), or of the
-    given files, checked for what DICOM SEG and RTSTRUCT objects need (InputError with a hint otherwise)."""
+    """Headers of a DICOM series checked for what DICOM SEG and RTSTRUCT objects need (InputError with a hint
+    otherwise). `source`: the `SeriesOrder` the scan was read in (`imageio.read_image`'s `series_order`), whose
+    files, order and geometry checks are taken as they are; or a folder (the series with `series_uid` if it
+    holds several) or files, ordered and checked the way the image reader does it."""
     import pydicom
 
-    files = _series_files(source, series_uid)
+    order = source if isinstance(source, SeriesOrder) else _series_order(source, series_uid)
     notes: list[str] = []
     headers = []
-    for path in files:
+    for path in order.files:
         try:
             headers.append(pydicom.dcmread(path, stop_before_pixels=True))
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             raise InputError(f"Cannot read the DICOM header of {path}: {exc}.", _REFETCH_HINT) from None
-    _require_single_frame(headers, files)
+    _require_single_frame(headers, order.files)
+    if not order.geometry_checked:
+        require_geometry(order.slices)
     filled = _fill_uids_from_file_meta(headers)
     if filled:
         notes.append(f"{filled} of the {len(headers)} DICOM files have no SOP Instance UID in their data set, only in "
@@ -92,25 +100,23 @@ def read_source_series(source: str | os.PathLike | Sequence[str | os.PathLike],
     for keyword, what in (("StudyInstanceUID", "studies"), ("SeriesInstanceUID", "series"),
                           ("FrameOfReferenceUID", "Frames of Reference"), ("PatientID", "patients")):
         _require_one(headers, keyword, what)
-    series = SourceSeries(tuple(_slice_order(headers)), tuple(notes))
+    series = SourceSeries(tuple(headers), order.slices, tuple(notes))
     _require_regular(series)
     return series
 
 
-def _series_files(source, series_uid: str | None) -> list[str]:
+def _series_order(source, series_uid: str | None) -> SeriesOrder:
+    """The image reader's order and checks of a series folder or of a list of files."""
     if isinstance(source, (str, os.PathLike)):
-        from ..dicomseries import choose_series, find_series
-
         folder = Path(source).expanduser()
         if not folder.is_dir():
             raise InputError(f"DICOM outputs need the DICOM series the scan came from; {folder} is not a folder.",
                              "Give the folder of the DICOM series, or write -o OUT.seg.nrrd for a NIfTI/NRRD scan.")
-        series = find_series(folder)
-        return list(series[choose_series(folder, series, series_uid)])
+        return order_series(folder, series_uid)
     files = [str(f) for f in source]
     if not files:
         raise InputError("No DICOM files were given for the source series.", "Give the files of the image series.")
-    return files
+    return order_files(files)
 
 
 def _require_single_frame(headers, files) -> None:
@@ -157,49 +163,17 @@ def _require_one(headers, keyword: str, what: str) -> None:
                          "Put the files of one series in a folder of their own, or write -o OUT.seg.nrrd.")
 
 
-def _slice_order(headers) -> list:
-    """Instances sorted along the slice normal, one per position (repeated copies of a file dropped)."""
-    lacking = [h for h in headers if not _has_geometry(h)]
-    if lacking:
-        raise InputError(f"{_name(lacking[0])} has no ImagePositionPatient, ImageOrientationPatient or PixelSpacing, "
-                         "so its slice cannot be located.", _REFETCH_HINT)
-    row_dir, col_dir = _orientation(headers[0])
-    normal = np.cross(row_dir, col_dir)
-    ordered = sorted(headers, key=lambda h: float(normal @ _position(h)))
-    kept = [ordered[0]]
-    for header in ordered[1:]:
-        if header.SOPInstanceUID != kept[-1].SOPInstanceUID:
-            kept.append(header)
-    return kept
-
-
 def _require_regular(series: SourceSeries) -> None:
     """Each instance must sit at its frame of the regular grid (ImagePositionPatient within a tenth of a voxel),
     so that frame k of a mask is the image at that position."""
-    from ..dicomseries import MAX_MISPLACEMENT
-
     to_index = np.linalg.inv(series.affine())
-    for frame, header in enumerate(series.instances):
-        index = (to_index @ np.append(_position(header), 1.0))[:3]
+    for frame, header in enumerate(series.slices):
+        index = (to_index @ np.append(header.position, 1.0))[:3]
         if np.abs(index - (0, 0, frame)).max() > MAX_MISPLACEMENT:
-            raise InputError(f"The images of the DICOM series are not one evenly spaced stack: {_name(header)} lies "
+            raise InputError(f"The images of the DICOM series are not one evenly spaced stack: {header.name} lies "
                              f"{np.abs(index - (0, 0, frame)).max():.2f} voxels from its place (slice {frame + 1} of "
-                             f"{len(series.instances)}).", "Check that every file of the series is there, or write "
+                             f"{len(series.slices)}).", "Check that every file of the series is there, or write "
                              "-o OUT.seg.nrrd instead of DICOM outputs.")
-
-
-def _has_geometry(header) -> bool:
-    return all(len(getattr(header, k, None) or ()) == n for k, n in
-               (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2)))
-
-
-def _orientation(header) -> tuple[np.ndarray, np.ndarray]:
-    values = np.array([float(v) for v in header.ImageOrientationPatient])
-    return values[:3], values[3:]
-
-
-def _position(header) -> np.ndarray:
-    return np.array([float(v) for v in header.ImagePositionPatient])
 
 
 def _name(header) -> str:

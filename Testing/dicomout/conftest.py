@@ -8,7 +8,9 @@ are TotalSegmentator's labels of that series (example_seg_dicom.nii.gz), named w
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import io
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +41,23 @@ def restore_uids(source: Path, folder: Path, study_uid: str = STUDY_UID, series_
             setattr(dataset, keyword, value)
         dataset.save_as(folder / path.name)
     return folder
+
+
+@pytest.fixture(scope="session")
+def cli_job(tmp_path_factory):
+    """Runs `satsegment ARGV --progress json` with an empty home and no network; returns (exit code, events)."""
+    from SATSegmentLib.cli import main
+
+    def run(argv: list) -> tuple[int, list[dict]]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SATSEGMENT_HOME", str(tmp_path_factory.mktemp("home")))
+            patch.setenv("SATSEGMENT_MODEL_URL_BASE", "http://127.0.0.1:9")
+            stdout = io.StringIO()
+            with contextlib.redirect_stdout(stdout):
+                code = main([str(a) for a in [*argv, "--progress", "json"]])
+        return code, [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
+
+    return run
 
 
 @pytest.fixture(scope="session")

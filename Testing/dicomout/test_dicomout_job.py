@@ -4,10 +4,6 @@ every refusal before any compute, with nothing written."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -27,20 +23,12 @@ def run(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def job(ct_series, tiny_model_dir, tmp_path_factory):
+def job(ct_series, tiny_model_dir, tmp_path_factory, cli_job):
     """One CLI job writing a DICOM SEG, an RTSTRUCT and split NIfTI masks, TG-263 names, no .seg.nrrd."""
     out = tmp_path_factory.mktemp("job")
-    argv = ["segment", ct_series, *sum((["-p", p] for p in PROMPTS), []), "--model", tiny_model_dir, "--roi", *ROI,
-            "--dicom-seg", out / "ct.seg.dcm", "--rtstruct", out / "ct.rtstruct.dcm", "--split-dir", out / "split",
-            "--names", "tg263", "--progress", "json"]
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SATSEGMENT_HOME", str(home))
-        patch.setenv("SATSEGMENT_MODEL_URL_BASE", "http://127.0.0.1:9")
-        stdout = io.StringIO()
-        with contextlib.redirect_stdout(stdout):
-            code = main([str(a) for a in argv])
-    events = [json.loads(line) for line in stdout.getvalue().splitlines() if line.strip()]
+    code, events = cli_job(["segment", ct_series, *sum((["-p", p] for p in PROMPTS), []), "--model", tiny_model_dir,
+                            "--roi", *ROI, "--dicom-seg", out / "ct.seg.dcm", "--rtstruct", out / "ct.rtstruct.dcm",
+                            "--split-dir", out / "split", "--names", "tg263"])
     assert code == 0, events[-1]
     return out, events
 

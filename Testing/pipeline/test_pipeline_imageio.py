@@ -237,6 +237,54 @@ def test_nifti_negative_voxel_size_is_read_flipped_with_a_note(tmp_path, example
     assert len(meta["notes"]) == 1 and "negative voxel size along the i axis (-3 mm)" in meta["notes"][0]
 
 
+def _ramp():
+    """A (z, y, x) volume whose voxels differ, so a flip shows in physical space."""
+    return volume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), spacing=(1.5, 1.5, 3.0))
+
+
+@pytest.mark.parametrize("name, field", [("v.mha", "ElementSpacing"), ("v.mhd", "ElementSize")])
+def test_metaimage_negative_voxel_size_is_read_flipped_with_a_note(tmp_path, name, field):
+    """ITK reads a negative ElementSpacing (or ElementSize, without ElementSpacing) as |s| with the axis flipped."""
+    plain, plain_meta = read_image(write(tmp_path, _ramp(), name))
+    path = tmp_path / name
+    header = path.read_bytes()
+    assert b"ElementSpacing = 1.5 1.5 3\n" in header
+    path.write_bytes(header.replace(b"ElementSpacing = 1.5 1.5 3\n", f"{field} = 1.5 1.5 -3\n".encode()))
+    image, meta = read_image(path)
+    assert image.GetSpacing() == plain.GetSpacing() == (1.5, 1.5, 3.0)
+    assert image.GetDirection()[8] == -plain.GetDirection()[8] == -1.0  # the k axis now points the other way
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(plain))
+    assert plain_meta["notes"] == []
+    assert len(meta["notes"]) == 1
+    assert f"MetaImage header ({field}) gives a negative voxel size along the k axis (-3 mm)" in meta["notes"][0]
+    assert "read as 3 mm with that axis flipped" in meta["notes"][0]
+
+
+def test_nrrd_negative_spacing_is_read_flipped_with_a_note(tmp_path):
+    import nrrd
+
+    data = sitk.GetArrayFromImage(_ramp()).transpose(2, 1, 0)  # pynrrd writes (x, y, z)
+    nrrd.write(str(tmp_path / "plain.nrrd"), data, {"spacings": [1.5, 1.5, 3.0]})
+    nrrd.write(str(tmp_path / "neg.nrrd"), data, {"spacings": [-1.5, 1.5, 3.0]})
+    plain, plain_meta = read_image(tmp_path / "plain.nrrd")
+    image, meta = read_image(tmp_path / "neg.nrrd")
+    assert image.GetSpacing() == plain.GetSpacing() and image.GetDirection()[0] == -plain.GetDirection()[0] == -1.0
+    assert plain_meta["notes"] == []
+    assert len(meta["notes"]) == 1 and "NRRD header (spacings) gives a negative voxel size along the i axis" in meta["notes"][0]
+
+
+def test_nrrd_space_directions_pointing_backwards_are_no_negative_size(tmp_path):
+    """A negative component of a space direction is the orientation itself (its length is the voxel size)."""
+    import nrrd
+
+    data = sitk.GetArrayFromImage(_ramp()).transpose(2, 1, 0)
+    nrrd.write(str(tmp_path / "v.nrrd"), data, {"space": "left-posterior-superior", "space origin": [0.0, 0.0, 0.0],
+                                                "space directions": np.diag([-1.5, 1.5, -3.0])})
+    image, meta = read_image(tmp_path / "v.nrrd")
+    assert image.GetSpacing() == (1.5, 1.5, 3.0) and image.GetDirection() == (-1, 0, 0, 0, 1, 0, 0, 0, -1)
+    assert meta["notes"] == []
+
+
 def test_nifti_without_orientation_gets_a_note(tmp_path, examples_dir):
     _, meta = read_image(nifti_with(tmp_path, examples_dir, codes=(0, 0)))
     assert len(meta["notes"]) == 1 and "does not say how the image lies in the body" in meta["notes"][0]

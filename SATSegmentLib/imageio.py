@@ -15,6 +15,7 @@ import errno
 import hashlib
 import math
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -296,11 +297,17 @@ def _format_of(path: Path) -> str:
     return path.suffix.lstrip(".").lower() or "unknown"
 
 
+_ZERO_SPACING = re.compile(r"^Refusing to change spacing .* to (?P<itk>.+)$|"
+                           r"_nrrdFieldCheck_spacings: axis (?P<axis>\d+) spacing \((?P<teem>[^)]*)\) invalid")
+
+
 def _read_error(path: Path, detail: str) -> InputError:
     """What to tell the user when SimpleITK cannot read a file."""
-    if detail.startswith("Refusing to change spacing"):  # ITK's words for a voxel size of 0 in the header
-        return InputError(f"{path} gives a voxel size of 0 mm along an axis ({detail.split(' to ')[-1]} mm), so the size "
-                          "of the voxels is unknown.",
+    zero = _ZERO_SPACING.search(detail)  # ITK's words, or teem's for an NRRD 'spacings' field, for a voxel size of 0
+    if zero:
+        sizes = f"{zero.group('itk')} mm" if zero.group("itk") else f"axis {int(zero.group('axis')) + 1}: {zero.group('teem')} mm"
+        return InputError(f"{path} gives a voxel size of 0 mm along an axis ({sizes}), so the size of the voxels is "
+                          "unknown.",
                           "Fix the header with the real voxel size, or convert the original scan (e.g. the DICOM series) again.")
     return InputError(f"Cannot read {path}: {detail}",
                       "The file is corrupt, truncated or not an image. Supported: NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, "

@@ -8,6 +8,7 @@ import struct
 import time
 
 import nibabel
+import nrrd
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -95,10 +96,18 @@ def test_zero_and_non_finite_spacing_in_a_header(tmp_path):
         assert info.value.hint
 
 
+def _nrrd_with_spacings(tmp_path, name):
+    """An NRRD whose voxel size is given by a 'spacings' field, as teem (not ITK) checks it."""
+    path = tmp_path / name
+    nrrd.write(str(path), np.zeros((4, 5, 6), np.int16), {"spacings": [1.0, 1.0, 2.0]})
+    return path
+
+
 @pytest.mark.parametrize("name, field, zero", [("v.nrrd", b"(1,0,0)", b"(0,0,0)"),
+                                               ("spacings.nrrd", b"spacings: 1 1 2", b"spacings: 1 0 2"),
                                                ("v.mha", b"ElementSpacing = 1 1 2", b"ElementSpacing = 1 0 2")])
 def test_zero_voxel_size_is_named_not_called_corrupt(tmp_path, name, field, zero):
-    path = write(tmp_path, volume(), name)
+    path = _nrrd_with_spacings(tmp_path, name) if name == "spacings.nrrd" else write(tmp_path, volume(), name)
     header = path.read_bytes()
     assert field in header
     path.write_bytes(header.replace(field, zero, 1))

@@ -307,3 +307,22 @@ def hub(official_nano_files):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield types.SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def label_server(tmp_path_factory, tiny_model_dir):
+    """A real SATSegment MONAI Label server on 127.0.0.1 serving the tiny model as 'tiny' (uploads only)."""
+    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
+
+    python = server_python()
+    if python is None:
+        pytest.fail("MONAI Label is not installed: run `bash .ci/server-env`, or point SATSEGMENT_SERVER_PYTHON at a "
+                    "Python with `pip install 'satsegmentlib[server]'`.")
+    root = tmp_path_factory.mktemp("label-server")
+    (root / "studies").mkdir()
+    try:
+        server = LabelServer(python, root, root / "studies", f"tiny={tiny_model_dir}")
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()

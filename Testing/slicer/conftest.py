@@ -119,16 +119,17 @@ def satsegment(slicer_env, monkeypatch, request):
 # -- line coverage of SATSegment.py: reported after every run, enforced when every slicer test ran ---------
 
 WIDGET_FILE = REPO / "SATSegment" / "SATSegment.py"
+WIDGET_FILES = [WIDGET_FILE, *sorted((REPO / "SATSegment" / "SATSegmentWidgets").glob("*.py"))]
 MINIMUM_WIDGET_COVERAGE = 85.0
 
 
 class _WidgetCoverage:
-    """coverage.py limited to SATSegment.py, started when a test first loads the module."""
+    """coverage.py limited to SATSegment.py and its widget parts, started when a test first loads the module."""
 
     def __init__(self) -> None:
         import coverage
 
-        self.coverage = coverage.Coverage(include=[str(WIDGET_FILE)], data_file=None)
+        self.coverage = coverage.Coverage(include=[str(path) for path in WIDGET_FILES], data_file=None)
         self.started = self.partial = self.failed = False
         self.result: tuple[float, list[int]] | None = None
 
@@ -146,8 +147,13 @@ class _WidgetCoverage:
     def finish(self) -> None:
         if self.started:
             self.coverage.stop()
-            _, statements, _, missing, _ = self.coverage.analysis2(str(WIDGET_FILE))
-            self.result = 100.0 * (len(statements) - len(missing)) / len(statements), missing
+            counts, missed = [0, 0], {}
+            for path in WIDGET_FILES:
+                _, statements, _, missing, _ = self.coverage.analysis2(str(path))
+                counts[0] += len(statements)
+                counts[1] += len(missing)
+                missed[path.name] = missing
+            self.result = 100.0 * (counts[0] - counts[1]) / counts[0], missed
 
 
 @pytest.hookimpl(trylast=True)
@@ -192,12 +198,14 @@ def pytest_terminal_summary(terminalreporter, config):
     measured = _WidgetCoverage.of(config)
     if measured.result is None:
         return
-    percent, missing = measured.result
-    terminalreporter.write_sep("-", "SATSegment.py line coverage")
-    terminalreporter.write_line(f"SATSegment.py: {percent:.1f}% of its lines ran (minimum {MINIMUM_WIDGET_COVERAGE:.0f}% "
-                                f"when every slicer test runs); lines not run: {_ranges(missing)}")
+    percent, missed = measured.result
+    terminalreporter.write_sep("-", "SATSegment.py and SATSegmentWidgets line coverage")
+    terminalreporter.write_line(f"{percent:.1f}% of their lines ran (minimum {MINIMUM_WIDGET_COVERAGE:.0f}% when every "
+                                "slicer test runs); lines not run:")
+    for name, missing in missed.items():
+        terminalreporter.write_line(f"  {name}: {_ranges(missing)}")
     if measured.failed:
-        terminalreporter.write_line(f"FAILED: SATSegment.py coverage is below {MINIMUM_WIDGET_COVERAGE:.0f}%", red=True)
+        terminalreporter.write_line(f"FAILED: the widget's coverage is below {MINIMUM_WIDGET_COVERAGE:.0f}%", red=True)
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from SATSegmentWidgets.setuppanel import SetupPanel
 paths.ensureLibraryImportable()
 
 POLL_INTERVAL_MS = 100
-VOLUMES_DELAY_MS = 300  # volumes are recomputed once edits pause
 
 
 class SATSegment(ScriptedLoadableModule):
@@ -53,12 +52,14 @@ class SATSegment(ScriptedLoadableModule):
         self.parent.helpText = _(
             "Segment anatomy in CT, MRI and PET by typing its name (for example <i>liver</i>, "
             "<i>left parotid gland</i>, <i>L3</i>). SAT runs on this computer, in a background process, on the GPU "
-            "or the CPU; results are segments you can edit in the Segment Editor. Needs Slicer 5.10 or later. "
+            "or the CPU, or on your department's SATSegment server; results are segments you can edit in the Segment "
+            "Editor, and export to DICOM SEG or RTSTRUCT. Needs Slicer 5.10 or later. "
             'See the <a href="https://github.com/SATSegment/SlicerSATSegment">documentation</a>.'
         )
         self.parent.acknowledgementText = _(
             "SAT: Zhao Z. et al., One Model to Rule them All: Towards Universal Segmentation for Medical Images "
-            "with Text Prompts, arXiv:2312.17183. No image data leaves this computer; model weights are downloaded "
+            "with Text Prompts, arXiv:2312.17183. No image data leaves this computer unless you choose to compute on a "
+            "server and type its address; model weights are downloaded "
             "only from the official SAT repository and only when you ask for it."
         )
         slicer.app.connect("startupCompleted()", loadTerminology)
@@ -97,8 +98,6 @@ class SATSegmentParameterNode:
 
 class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: its parts (setup, compute, prompts, run, results) on one parameter node; logic passed in or made."""
-
-    VOLUMES_DELAY_MS = VOLUMES_DELAY_MS
 
     def __init__(self, parent=None, logic: Optional["SATSegmentLogic"] = None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)

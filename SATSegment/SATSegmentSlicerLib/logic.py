@@ -26,6 +26,7 @@ class ServerChoice:
 
 
 CONNECTION_TIMEOUT_S = 15.0
+RUN_TIMEOUT_S = 3600.0  # a job waits its turn in the server's queue before its answer starts
 
 
 class ModuleLogic:
@@ -109,7 +110,7 @@ class ModuleLogic:
         from .remote import LabelServerClient
         from .remoterunner import RemoteRunner
 
-        return RemoteRunner(LabelServerClient(server.url, server.token or None), lambda event: self.onRunProgress(event),
+        return RemoteRunner(LabelServerClient(server.url, server.token or None, RUN_TIMEOUT_S), lambda event: self.onRunProgress(event),
                             lambda outcome: self.onRunFinished(outcome), self.temporaryPath(), __version__)
 
     @staticmethod

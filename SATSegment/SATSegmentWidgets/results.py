@@ -10,6 +10,8 @@ from SATSegmentSlicerLib import dicomlinks
 
 from .part import PanelPart
 
+VOLUMES_DELAY_MS = 300  # volumes are recomputed once edits pause
+
 
 class ResultsPanel(PanelPart):
     """What the user does with the output segmentation after a run."""
@@ -28,7 +30,7 @@ class ResultsPanel(PanelPart):
         ui.exportDicomButton.clicked.connect(self.onExportDicom)
         self.volumesTimer = qt.QTimer()
         self.volumesTimer.setSingleShot(True)
-        self.volumesTimer.setInterval(self.widget.VOLUMES_DELAY_MS)
+        self.volumesTimer.setInterval(VOLUMES_DELAY_MS)
         self.volumesTimer.timeout.connect(self.updateVolumes)
 
     def updateState(self, running: bool) -> None:

@@ -55,6 +55,27 @@ def ct_volume(scene, ct_path):
     return volume
 
 
+def _loadBlock(scene, ct_path: Path, folder: Path):
+    """A 40x40x30-voxel block of the real CT (its own origin), read by Slicer's storage node into `scene`:
+    small enough for quick CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""
+    import SimpleITK as sitk
+
+    cropped = folder / "ct_block.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(ct_path))[40:80, 30:70, :], str(cropped))
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(cropped))
+    assert storage.ReadData(volume), f"Slicer could not read {cropped}"
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    return volume
+
+
+@pytest.fixture
+def small_ct(scene, ct_path, tmp_path):
+    """The CT block in the test's own MRML scene (no application)."""
+    return _loadBlock(scene, ct_path, tmp_path)
+
+
 # -- the widget under Qt (PySide6): see qtharness/ --------------------------------------------------
 
 HARNESS_DIR = Path(__file__).resolve().parent
@@ -230,18 +251,8 @@ def panel(slicer_env, satsegment, logic, user, slot_errors, tmp_path):
 
 @pytest.fixture
 def ct_block(slicer_env, tmp_path):
-    """A 40x40x30-voxel block of the sample CT, loaded into the application's scene: small enough for quick
-    CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""
-    import SimpleITK as sitk
-
-    cropped = tmp_path / "ct_block.nii.gz"
-    sitk.WriteImage(sitk.ReadImage(str(SAMPLE_CT))[40:80, 30:70, :], str(cropped))
-    scene = slicer_env.scene
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(cropped))
-    assert storage.ReadData(volume)
-    volume.SetAndObserveStorageNodeID(storage.GetID())
+    """The CT block, loaded into the application's scene."""
+    volume = _loadBlock(slicer_env.scene, SAMPLE_CT, tmp_path)
     volume.CreateDefaultDisplayNodes()
     return volume
 

@@ -23,20 +23,6 @@ from SATSegmentSlicerLib.runner import RunRequest  # noqa: E402
 RUN_TIMEOUT = 240
 
 
-@pytest.fixture
-def small_ct(scene, ct_path, tmp_path):
-    """A 40x40x30-voxel block of the real CT, loaded as a scalar volume node."""
-    import SimpleITK as sitk
-
-    cropped = tmp_path / "ct_block.nii.gz"
-    sitk.WriteImage(sitk.ReadImage(str(ct_path))[40:80, 30:70, :], str(cropped))
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(cropped))
-    assert storage.ReadData(volume)
-    return volume
-
-
 def _runner(url: str, tmp_path: Path, version: str | None = None, client=None) -> RemoteRunner:
     from SATSegmentLib import __version__
 

@@ -209,3 +209,13 @@ def test_server_progress_and_an_unknown_prompt_as_the_user_sees_them(on_server):
     panel.user.will("Ok")  # a missing local model is no reason to offer a download when the server runs SAT
     panel.logic.onRunFinished(RunOutcome("error", error={"code": "model_error", "message": "The server has no model."}))
     assert panel.user.dialogs[-1].text == "The server has no model."
+
+
+def test_an_address_that_is_no_url_is_refused_before_anything_is_sent(ct_block, panel):
+    ui = panel.ui
+    _choose(ui.computeOnComboBox, "server")
+    panel.type(ui.serverUrlLineEdit, "gpu-server")
+    panel.type(ui.promptLineEdit, "liver")
+    panel.user.will("Ok")
+    panel.click(ui.applyButton)
+    assert "'gpu-server' is not a server address" in panel.user.dialogs[-1].text and not panel.logic.running

@@ -44,15 +44,20 @@ def ct_path(examples_dir: Path) -> Path:
     return examples_dir / "example_ct_sm.nii.gz"
 
 
-@pytest.fixture
-def ct_volume(scene, ct_path):
-    """The real CT as a scalar volume node, read by Slicer's own volume storage node."""
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+def _readVolume(scene, path: Path, name: str):
+    """A scalar volume node of `scene` read from `path` by Slicer's own volume storage node."""
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(ct_path))
-    assert storage.ReadData(volume), f"Slicer could not read {ct_path}"
+    storage.SetFileName(str(path))
+    assert storage.ReadData(volume), f"Slicer could not read {path}"
     volume.SetAndObserveStorageNodeID(storage.GetID())
     return volume
+
+
+@pytest.fixture
+def ct_volume(scene, ct_path):
+    """The real CT as a scalar volume node."""
+    return _readVolume(scene, ct_path, "CT")
 
 
 def _loadBlock(scene, ct_path: Path, folder: Path):
@@ -62,12 +67,7 @@ def _loadBlock(scene, ct_path: Path, folder: Path):
 
     cropped = folder / "ct_block.nii.gz"
     sitk.WriteImage(sitk.ReadImage(str(ct_path))[40:80, 30:70, :], str(cropped))
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(cropped))
-    assert storage.ReadData(volume), f"Slicer could not read {cropped}"
-    volume.SetAndObserveStorageNodeID(storage.GetID())
-    return volume
+    return _readVolume(scene, cropped, "CT block")
 
 
 @pytest.fixture

@@ -219,3 +219,15 @@ def test_an_address_that_is_no_url_is_refused_before_anything_is_sent(ct_block, 
     panel.user.will("Ok")
     panel.click(ui.applyButton)
     assert "'gpu-server' is not a server address" in panel.user.dialogs[-1].text and not panel.logic.running
+
+
+def test_test_connection_explains_a_version_mismatch(on_server, monkeypatch):
+    import SATSegmentLib
+
+    monkeypatch.setattr(SATSegmentLib, "__version__", "0.0.1")  # this module, older than the server
+    panel = on_server
+    panel.user.will("Ok")
+    panel.click(panel.ui.testConnectionButton)
+    dialog = panel.user.dialogs[-1]
+    assert "this module 0.0.1" in dialog.text and "same version (major.minor)" in dialog.detailedText
+    assert panel.ui.serverInfoLabel.text.startswith("Not usable: The server runs SATSegment")

@@ -57,9 +57,11 @@ class ComputePanel(PanelPart):
         ui.testConnectionButton.enabled = self.onServer and not running and bool(ui.serverUrlLineEdit.text.strip())
 
     def onComputeOnChanged(self, *unused) -> None:
+        """Remember the choice; with a server, this computer's setup (packages, model) is not needed: fold it."""
         qt.QSettings().setValue(SETTINGS_COMPUTE_ON, self.ui.computeOnComboBox.currentData)
         if self.onServer:
             self.ui.computeCollapsibleButton.collapsed = False
+        self.ui.setupCollapsibleButton.collapsed = self.onServer or self.widget.setupPanel.ready
         self.ui.serverInfoLabel.text = ""
         self.widget.setProcessingState()
 

@@ -20,6 +20,7 @@ class SetupPanel(PanelPart):
         super().__init__(widget)
         self.devices = None  # the device probe's answer
         self.modelInstalled = False
+        self.ready = False  # packages and the chosen model are installed: SAT can run on this computer
 
     def connect(self) -> None:
         ui = self.ui
@@ -91,7 +92,8 @@ class SetupPanel(PanelPart):
         self.updateSetupStatus()
 
     def updateSetupStatus(self) -> None:
-        """Packages and the chosen model; Setup folds away once both are there (and opens while they are not)."""
+        """Packages and the chosen model; Setup folds away once both are there or SAT runs on a server (and
+        opens while they are not)."""
         missing = self.logic.dependencies.missing()
         self.ui.dependencyStatusLabel.text = (_("All required Python packages are installed.") if not missing
                                               else _("Missing Python packages: {packages}").format(packages=", ".join(missing)))
@@ -102,7 +104,8 @@ class SetupPanel(PanelPart):
                 _("{model} is installed ({size:.1f} GB).") if status.installed
                 else _("{model} is not installed: download it (about {size:.1f} GB) or import the official files.")
             ).format(model=status.display_name, size=status.size_bytes / 1e9)
-        self.ui.setupCollapsibleButton.collapsed = not missing and self.modelInstalled
+        self.ready = not missing and self.modelInstalled
+        self.ui.setupCollapsibleButton.collapsed = self.ready or self.widget.compute.onServer
         self.updateDeviceInfo()
         self.widget.setProcessingState()
 

@@ -122,8 +122,10 @@ def test_compute_on_controls_say_where_data_goes_and_keep_the_token_out_of_setti
     assert ui.computeOnComboBox.currentData == "local" and not ui.serverUrlLineEdit.enabled
     assert "only for the server you typed" in ui.serverPrivacyLabel.text
     assert ui.serverTokenLineEdit.echoMode == qt.QLineEdit.Password
+    assert not ui.setupCollapsibleButton.collapsed  # SAT-Nano is not installed here
     _choose(ui.computeOnComboBox, "server")
     assert not ui.computeCollapsibleButton.collapsed and ui.serverUrlLineEdit.enabled
+    assert ui.setupCollapsibleButton.collapsed  # not needed to run on a server
     assert not ui.testConnectionButton.enabled  # no address yet
     assert not ui.modelComboBox.enabled  # the server runs the models it serves
     panel.type(ui.serverUrlLineEdit, "http://gpu-server:8000")
@@ -134,6 +136,8 @@ def test_compute_on_controls_say_where_data_goes_and_keep_the_token_out_of_setti
     assert settings.value("SATSegment/ComputeOn") == "server"
     assert settings.value("SATSegment/ServerURL") == "http://gpu-server:8000"
     assert "secret-token" not in open(settings.fileName(), encoding="utf-8").read()
+    _choose(ui.computeOnComboBox, "local")
+    assert not ui.setupCollapsibleButton.collapsed and settings.value("SATSegment/ComputeOn") == "local"
     scripted = panel.widget._parameterNode.parameterNode  # what the scene saves
     assert all("secret-token" not in scripted.GetParameter(name) for name in scripted.GetParameterNames())
 

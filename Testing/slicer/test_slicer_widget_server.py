@@ -5,6 +5,7 @@ on 127.0.0.1 (Test connection, a run whose result is imported with TG-263 names,
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 from PySide6 import QtCore
@@ -135,7 +136,7 @@ def test_compute_on_controls_say_where_data_goes_and_keep_the_token_out_of_setti
     settings = qt.QSettings()
     assert settings.value("SATSegment/ComputeOn") == "server"
     assert settings.value("SATSegment/ServerURL") == "http://gpu-server:8000"
-    assert "secret-token" not in open(settings.fileName(), encoding="utf-8").read()
+    assert "secret-token" not in Path(settings.fileName()).read_text(encoding="utf-8")
     _choose(ui.computeOnComboBox, "local")
     assert not ui.setupCollapsibleButton.collapsed and settings.value("SATSegment/ComputeOn") == "local"
     scripted = panel.widget._parameterNode.parameterNode  # what the scene saves

@@ -19,7 +19,8 @@ from .remote import LabelServerClient, RemoteError
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
-CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind
+CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
+# one that did not know the job, e.g. still receiving the upload, is asked again for that long)
 
 
 def errorEvent(exc: RemoteError) -> dict:
@@ -99,8 +100,15 @@ class RemoteRunner(RunnerBase):
             return
         if self.askCancel(jobId):
             self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
-        else:
+        else:  # the run ends now; the server may not know the job yet (still uploading): keep asking a while
             self._events.put((jobId, "abandoned", None))
+            threading.Thread(target=self._keepAskingCancel, args=(jobId,), daemon=True).start()
+
+    def _keepAskingCancel(self, jobId: str) -> None:
+        """Thread: ask the server to cancel an abandoned job about every second, until it knows it or the grace ends."""
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline and not self.askCancel(jobId):
+            time.sleep(STATUS_INTERVAL_S)
 
     def poll(self) -> None:
         """Deliver what the threads reported, in this (the main) thread."""

@@ -6,6 +6,7 @@ prompt (suggestions), no server at the address, another server version, cancel."
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -129,7 +130,7 @@ class _CancellingClient(LabelServerClient):
         self.cancelled.append(job_id)
         if not self.known:
             raise RemoteError("The server answered HTTP 404: Not Found", status=404)
-        return True
+        return self.known is True or len(self.cancelled) > 2  # 'later': known from the third question on
 
     def status(self, job_id: str) -> dict:
         self.asked.append(job_id)
@@ -142,7 +143,24 @@ def test_cancel_asks_the_server_for_its_job_and_falls_back_to_abandoning_on_404(
     jobId = runner.start(RunRequest(small_ct, ["liver"], "ct"))
     runner.cancel()
     runner.waitUntilFinished(RUN_TIMEOUT)
-    assert client.cancelled == [jobId] and [o.status for o in runner.outcomes] == ["cancelled"]
+    assert set(client.cancelled) == {jobId} and [o.status for o in runner.outcomes] == ["cancelled"]
+
+
+def test_a_job_the_server_does_not_know_yet_is_abandoned_and_cancelled_once_it_knows_it(scene, small_ct, label_server,
+                                                                                          tmp_path, monkeypatch):
+    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.01)
+    client = _CancellingClient(label_server.url, known="later")  # e.g. still receiving the upload
+    runner = _runner(label_server.url, tmp_path, client=client)
+    jobId = runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.cancel()
+    runner.poll()
+    assert [o.status for o in runner.outcomes] == ["cancelled"] and not runner.busy  # at once, for the user
+    deadline = time.monotonic() + 10
+    while len(client.cancelled) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.cancelled == [jobId] * 3  # asked again until the server knew the job, then no more
+    time.sleep(0.1)
+    assert len(client.cancelled) == 3
 
 
 def test_a_server_that_accepted_cancel_but_answers_late_is_left_behind(scene, small_ct, label_server, tmp_path, monkeypatch):

@@ -245,8 +245,7 @@ class SATSegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                        else _("Segment the chosen structures (Ctrl+Enter)") if ready
                                        else _("Type the server's address (Compute on).") if onServer and node and node.inputVolume
                                        else _("Select an input volume and add at least one structure."))
-        for combo in (self.ui.modelComboBox, self.ui.deviceComboBox):
-            combo.enabled = not onServer  # the server runs the models it serves, on its own device
+        self.ui.deviceComboBox.enabled = not onServer  # the server runs on its own device
         self.setupPanel.updateState(running)
         self.compute.updateState(running)
         self.results.updateState(running)

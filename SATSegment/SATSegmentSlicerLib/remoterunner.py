@@ -52,10 +52,13 @@ class RemoteRunner(RunnerBase):
         return jobId
 
     def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict) -> None:
-        """Worker thread: check the server's version, then send the job and wait for its answer."""
+        """Worker thread: check the server's version, then send the job (with the chosen model when the server
+        serves it) and wait for its answer."""
         try:
-            self.client.check(self.clientVersion)
+            served = self.client.check(self.clientVersion).get("models", [])
+            model = request.model if request.model in served else None  # else the server's default model
             result = self.client.segment(request.prompts, request.modality, image_path=inputPath, roi=options.get("roi"),
+                                         sat_model=model,
                                          output_format="seg.nrrd", allow_free_text=request.allowFreeText,
                                          **self._jobKeyword(jobId))
             self._events.put((jobId, "result", result))

@@ -136,6 +136,10 @@ class _CancellingClient(LabelServerClient):
         self.asked.append(job_id)
         return {"state": "queued", "position": 2}
 
+    def segment(self, *args, **kwargs):
+        self.models = [*getattr(self, "models", []), kwargs.get("sat_model")]
+        return super().segment(*args, **kwargs)
+
 
 def test_cancel_asks_the_server_for_its_job_and_falls_back_to_abandoning_on_404(scene, small_ct, label_server, tmp_path):
     client = _CancellingClient(label_server.url, known=False)
@@ -171,6 +175,16 @@ def test_a_server_that_accepted_cancel_but_answers_late_is_left_behind(scene, sm
     runner.cancel()
     runner.waitUntilFinished(RUN_TIMEOUT)
     assert [o.status for o in runner.outcomes] == ["cancelled"]
+
+
+def test_the_chosen_model_is_asked_for_only_when_the_server_serves_it(scene, small_ct, label_server, tmp_path):
+    client = _CancellingClient(label_server.url, known=True)
+    runner = _runner(label_server.url, tmp_path, client=client)
+    for model in ("tiny", "pro"):  # the test server serves 'tiny' only: 'pro' leaves the choice to the server
+        outcome = _run(runner, RunRequest(small_ct, ["liver"], "ct", model=model))
+        assert outcome.status == "done", outcome.error
+        runner.outcomes.clear()
+    assert client.models == ["tiny", None]
 
 
 def test_queue_position_is_reported_as_progress(scene, small_ct, label_server, tmp_path, monkeypatch):

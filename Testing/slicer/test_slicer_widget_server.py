@@ -128,7 +128,7 @@ def test_compute_on_controls_say_where_data_goes_and_keep_the_token_out_of_setti
     assert not ui.computeCollapsibleButton.collapsed and ui.serverUrlLineEdit.enabled
     assert ui.setupCollapsibleButton.collapsed  # not needed to run on a server
     assert not ui.testConnectionButton.enabled  # no address yet
-    assert not ui.modelComboBox.enabled  # the server runs the models it serves
+    assert not ui.deviceComboBox.enabled and ui.modelComboBox.enabled  # the server's device; a model it serves
     panel.type(ui.serverUrlLineEdit, "http://gpu-server:8000")
     panel.type(ui.serverTokenLineEdit, "secret-token")
     ui.serverUrlLineEdit.editingFinished.emit()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,18 @@ from .dependencies import DependencyInstaller
 from .devices import DeviceProbe
 from .modelsetup import ModelSetup
 from .prompts import Vocabulary
+
+
+@dataclass(frozen=True)
+class ServerChoice:
+    """Where a run goes when it runs on a server: the address the user typed and their token (kept in memory only)."""
+
+    url: str
+    token: str = ""
+
+
+CONNECTION_TIMEOUT_S = 15.0
+RUN_TIMEOUT_S = 3600.0  # a job waits its turn in the server's queue before its answer starts
 
 
 class ModuleLogic:
@@ -30,7 +43,8 @@ class ModuleLogic:
         self.onLog: Callable[[str], None] = lambda line: None
         self.onRunProgress: Callable[[dict], None] = lambda event: None
         self.onRunFinished: Callable[[object], None] = lambda outcome: None
-        self._runner = None
+        self._localRunner = None  # persistent: its worker keeps the model loaded between runs
+        self._runner = None  # the runner of the current or last run (local or server)
 
     def setCallbacks(self, onLog, onRunProgress, onRunFinished, onDownloadProgress, onDownloadFinished, onDevicesKnown) -> None:
         """Where every part reports: log lines, run progress and outcome, download progress and end, devices."""
@@ -68,16 +82,45 @@ class ModuleLogic:
         """A child process is working: a run, a download or the device probe."""
         return self.running or bool(self.models.downloading) or self.devices.busy
 
-    def start(self, volumeNode, prompts: list[str], modality: str, **options) -> str:
-        """Start a run (options: the fields of `runner.RunRequest`); the outcome arrives through `onRunFinished`."""
-        from .runner import RunRequest, SegmentationRunner
+    def start(self, volumeNode, prompts: list[str], modality: str, server: ServerChoice | None = None, **options) -> str:
+        """Start a run on this computer, or on `server` (options: the fields of `runner.RunRequest`); the
+        outcome arrives through `onRunFinished`."""
+        from .runner import RunRequest
+
+        if self.running:
+            raise RuntimeError("a SAT run is already in progress")
+        runner = self._serverRunner(server) if server else self._workerRunner()
+        jobId = runner.start(RunRequest(volumeNode, prompts, modality, **options))
+        self._runner = runner
+        return jobId
+
+    def _workerRunner(self):
+        from .runner import SegmentationRunner
         from .worker import WorkerClient
 
-        if self._runner is None:  # persistent: its worker keeps the model loaded between runs
+        if self._localRunner is None:
             client = WorkerClient(paths.workerCommand("serve"), paths.workerEnvironment(), onLog=lambda line: self.onLog(line))
-            self._runner = SegmentationRunner(client, lambda event: self.onRunProgress(event),
-                                              lambda outcome: self.onRunFinished(outcome), tempRoot=self.temporaryPath())
-        return self._runner.start(RunRequest(volumeNode, prompts, modality, **options))
+            self._localRunner = SegmentationRunner(client, lambda event: self.onRunProgress(event),
+                                                   lambda outcome: self.onRunFinished(outcome), tempRoot=self.temporaryPath())
+        return self._localRunner
+
+    def _serverRunner(self, server: ServerChoice):
+        from SATSegmentLib import __version__
+
+        from .remote import LabelServerClient
+        from .remoterunner import RemoteRunner
+
+        return RemoteRunner(LabelServerClient(server.url, server.token or None, RUN_TIMEOUT_S), lambda event: self.onRunProgress(event),
+                            lambda outcome: self.onRunFinished(outcome), self.temporaryPath(), __version__)
+
+    @staticmethod
+    def testConnection(server: ServerChoice) -> dict:
+        """The server's `sat` task info (version, models); `remote.RemoteError` says why it cannot be used."""
+        from SATSegmentLib import __version__
+
+        from .remote import LabelServerClient
+
+        return LabelServerClient(server.url, server.token or None, timeout=CONNECTION_TIMEOUT_S).check(__version__)
 
     def cancel(self) -> None:
         if self._runner:
@@ -90,10 +133,10 @@ class ModuleLogic:
         self.devices.poll()
 
     def stopWorker(self) -> None:
-        """Stop the worker (a running job ends as cancelled); the next run starts a new one."""
-        if self._runner:
-            self._runner.shutdown()
-            self._runner = None
+        """Stop the worker and any server run (a running job ends as cancelled); the next run starts a new one."""
+        for runner in {id(r): r for r in (self._runner, self._localRunner) if r is not None}.values():
+            runner.shutdown()
+        self._runner = self._localRunner = None
 
     def shutdown(self) -> None:
         """Stop the worker and any download (module cleanup, application exit)."""

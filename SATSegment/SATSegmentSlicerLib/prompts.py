@@ -46,6 +46,16 @@ class Vocabulary:
             return None, list(exc.suggestions)
 
     @staticmethod
+    def resolveList(text: str, modality: str) -> tuple[list[str], dict[str, list[str]]]:
+        """A pasted structure list (TG-263 or English; comma, semicolon, newline or a planning system's CSV):
+        (the SAT terms of the entries SAT knows, in order; unresolved entry -> the closest terms)."""
+        from SATSegmentLib.prompts import parse_structure_list, resolve_entries
+
+        resolution = resolve_entries(parse_structure_list(text), modality)
+        unresolved = {entry: list(error.suggestions) for entry, error in resolution.unresolved.items()}
+        return list(dict.fromkeys(resolution.terms.values())), unresolved
+
+    @staticmethod
     def presets() -> dict[str, list[str]]:
         from SATSegmentLib import vocabulary
 

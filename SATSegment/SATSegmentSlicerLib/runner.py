@@ -1,7 +1,9 @@
 """One SAT run from the scene's point of view: export the volume, let the worker segment it, import.
 
 The scene is changed only when the worker's result has arrived: a cancelled or failed run leaves it
-exactly as it was. Events reach the owner through callbacks from `poll()`; no Qt here.
+exactly as it was. Events reach the owner through callbacks from `poll()`; no Qt here. `RunnerBase` is
+what every runner shares (checks, export, import, clean-up): `SegmentationRunner` runs on this computer's
+worker, `remoterunner.RemoteRunner` on a server.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable
 
 import slicer
 
-from . import segments, volumes
+from . import dicomlinks, segments, volumes
 from .policies import ConflictPolicy
 from .worker import WorkerClient
 
@@ -33,6 +35,7 @@ class RunRequest:
     outputSegmentationNode: slicer.vtkMRMLSegmentationNode | None = None  # None: create one
     policy: ConflictPolicy = ConflictPolicy.AUTO
     allowFreeText: bool = False                          # the user confirmed out-of-vocabulary prompts
+    names: str = "sat"                                   # segment names: 'sat' terms or 'tg263' names
 
 
 @dataclass
@@ -87,18 +90,11 @@ ProgressCallback = Callable[[dict], None]
 FinishedCallback = Callable[[RunOutcome], None]
 
 
-class SegmentationRunner:
-    """Runs one job at a time on a persistent worker and imports its result into the scene."""
+class RunnerBase:
+    """One job at a time: checks and exports the request, and imports a result into the scene."""
 
-    def __init__(
-        self,
-        client: WorkerClient,
-        onProgress: ProgressCallback | None = None,
-        onFinished: FinishedCallback | None = None,
-        tempRoot: str | None = None,
-    ) -> None:
-        self.client = client
-        self.client.onEvent = self._onEvent
+    def __init__(self, onProgress: ProgressCallback | None = None, onFinished: FinishedCallback | None = None,
+                 tempRoot: str | None = None) -> None:
         self.onProgress = onProgress or (lambda event: None)
         self.onFinished = onFinished or (lambda outcome: None)
         self.tempRoot = tempRoot
@@ -111,8 +107,8 @@ class SegmentationRunner:
     def busy(self) -> bool:
         return self._jobId is not None
 
-    def start(self, request: RunRequest) -> str:
-        """Export the volume and queue the job; returns the job id. The scene is not changed."""
+    def _prepare(self, request: RunRequest) -> Path:
+        """Refuse what cannot run, then write the volume to a new temporary folder; returns the file."""
         if self.busy:
             raise RuntimeError("a SAT run is already in progress")
         if not request.prompts:
@@ -125,13 +121,99 @@ class SegmentationRunner:
                              segmentation=output.GetName(), volume=request.volumeNode.GetName())
         self._workDir = Path(tempfile.mkdtemp(prefix="SATSegment-", dir=self.tempRoot))
         inputPath = self._workDir / "input.nrrd"
-        volumes.exportVolume(request.volumeNode, str(inputPath))
+        try:
+            volumes.exportVolume(request.volumeNode, str(inputPath))
+        except Exception:
+            self._cleanUp()
+            raise
+        self._request, self._warnings = request, []
+        return inputPath
+
+    @staticmethod
+    def _options(request: RunRequest) -> dict:
+        """What the engine needs besides image and prompts: model, device, free text, the ROI in the file's space."""
         options = {"model": request.model, "device": request.device, "allow_free_text": request.allowFreeText}
         if request.roiNode is not None:
             options["roi"] = volumes.roiBoundsInVolumeSpace(request.roiNode, request.volumeNode)
-        self._request, self._warnings = request, []
+        return options
+
+    def _end(self, kind: str, event: dict) -> None:
+        """A 'result', 'error' or 'cancelled' event ends the run: whatever goes wrong, it is reported and cleaned up."""
+        try:
+            outcome = self._outcome(kind, event)
+        except Exception as exc:
+            outcome = RunOutcome("error", error=_error("internal_error", f"The result could not be added: {exc}",
+                                                       traceback.format_exc(), str(exc)), warnings=self._warnings)
+        self._finish(outcome)
+
+    def _outcome(self, kind: str, event: dict) -> RunOutcome:
+        if kind == "result":
+            return self._importResult(event)
+        if kind == "error":
+            return RunOutcome("error", error=event, warnings=self._warnings)
+        return RunOutcome("cancelled", warnings=self._warnings)
+
+    def _importResult(self, event: dict) -> RunOutcome:
+        """Segments into the scene, from the file this runner asked for (not a path echoed back)."""
+        request = self._request
+        if request.volumeNode.GetScene() is None:
+            return RunOutcome("error", error=_error("input_removed", "The input volume was deleted during the run, "
+                                                    "so the results were not added."), warnings=self._warnings)
+        output = request.outputSegmentationNode
+        outputRemoved = output is not None and output.GetScene() is None
+        created = output is None or outputRemoved
+        node = segments.createOutputSegmentation(request.volumeNode) if created else output
+        try:
+            report = segments.importResults(node, str(self._workDir / RESULT_FILE), request.policy, request.names)
+        except (OSError, KeyError) as exc:
+            if created:
+                node.GetScene().RemoveNode(node)
+            return RunOutcome("error", error=_error("result_unreadable", f"The result could not be loaded: {exc}",
+                                                    "", str(exc)), warnings=self._warnings)
+        if created or not node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()):
+            dicomlinks.linkToSource(node, request.volumeNode)
+        self._warnNamesMissing(event.get("segments", []))
+        return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}),
+                          warnings=self._warnings, createdNode=created, outputReplaced=outputRemoved)
+
+    def _warnNamesMissing(self, summaries: list[dict]) -> None:
+        """Under TG-263 naming, one warning for the structures TG-263 has no name for (they keep SAT's term)."""
+        from SATSegmentLib.vocabulary.tg263 import missing_names_warning
+
+        message = missing_names_warning(s["term"] for s in summaries if "term" in s) if self._request.names == "tg263" else None
+        if message:
+            self._warnings.append({"event": "warning", "message": message})
+
+    def _cleanUp(self) -> None:
+        if self._workDir is not None:
+            shutil.rmtree(self._workDir, ignore_errors=True)
+        self._jobId, self._request, self._workDir = None, None, None
+
+    def _finish(self, outcome: RunOutcome) -> None:
+        """Back to idle (temporary files removed) before anyone hears of the outcome."""
+        self._cleanUp()
+        self.onFinished(outcome)
+
+
+class SegmentationRunner(RunnerBase):
+    """Runs one job at a time on a persistent worker (this computer) and imports its result into the scene."""
+
+    def __init__(
+        self,
+        client: WorkerClient,
+        onProgress: ProgressCallback | None = None,
+        onFinished: FinishedCallback | None = None,
+        tempRoot: str | None = None,
+    ) -> None:
+        super().__init__(onProgress, onFinished, tempRoot)
+        self.client = client
+        self.client.onEvent = self._onEvent
+
+    def start(self, request: RunRequest) -> str:
+        """Export the volume and queue the job; returns the job id. The scene is not changed."""
+        inputPath = self._prepare(request)
         self._jobId = self.client.submitSegment(
-            str(inputPath), request.prompts, str(self._workDir / RESULT_FILE), request.modality, options)
+            str(inputPath), request.prompts, str(self._workDir / RESULT_FILE), request.modality, self._options(request))
         return self._jobId
 
     def cancel(self) -> None:
@@ -158,43 +240,4 @@ class SegmentationRunner:
         elif kind == "warning":
             self._warnings.append(event)
         elif kind in ("result", "error", "cancelled"):
-            try:
-                outcome = self._outcome(kind, event)
-            except Exception as exc:  # whatever goes wrong, the run ends, is reported and cleaned up
-                outcome = RunOutcome("error", error=_error("internal_error", f"The result could not be added: {exc}",
-                                                           traceback.format_exc(), str(exc)), warnings=self._warnings)
-            self._finish(outcome)
-
-    def _outcome(self, kind: str, event: dict) -> RunOutcome:
-        if kind == "result":
-            return self._importResult(event)
-        if kind == "error":
-            return RunOutcome("error", error=event, warnings=self._warnings)
-        return RunOutcome("cancelled", warnings=self._warnings)
-
-    def _importResult(self, event: dict) -> RunOutcome:
-        """Segments into the scene, from the file this runner asked for (not a path echoed back)."""
-        request = self._request
-        if request.volumeNode.GetScene() is None:
-            return RunOutcome("error", error=_error("input_removed", "The input volume was deleted during the run, "
-                                                    "so the results were not added."), warnings=self._warnings)
-        output = request.outputSegmentationNode
-        outputRemoved = output is not None and output.GetScene() is None
-        created = output is None or outputRemoved
-        node = segments.createOutputSegmentation(request.volumeNode) if created else output
-        try:
-            report = segments.importResults(node, str(self._workDir / RESULT_FILE), request.policy)
-        except (OSError, KeyError) as exc:
-            if created:
-                node.GetScene().RemoveNode(node)
-            return RunOutcome("error", error=_error("result_unreadable", f"The result could not be loaded: {exc}",
-                                                    "", str(exc)), warnings=self._warnings)
-        return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}),
-                          warnings=self._warnings, createdNode=created, outputReplaced=outputRemoved)
-
-    def _finish(self, outcome: RunOutcome) -> None:
-        """Back to idle (temporary files removed) before anyone hears of the outcome."""
-        if self._workDir is not None:
-            shutil.rmtree(self._workDir, ignore_errors=True)
-        self._jobId, self._request, self._workDir = None, None, None
-        self.onFinished(outcome)
+            self._end(kind, event)

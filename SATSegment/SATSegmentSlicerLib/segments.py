@@ -182,11 +182,13 @@ def importResults(
     segmentationNode: slicer.vtkMRMLSegmentationNode,
     segNrrdPath: str,
     policy: ConflictPolicy = ConflictPolicy.AUTO,
+    names: str = "sat",
 ) -> ImportReport:
-    """Add the segments of the worker's `.seg.nrrd` to `segmentationNode` following `policy`.
+    """Add the segments of the worker's `.seg.nrrd` to `segmentationNode` following `policy`, named by `names`.
 
     Existing segments are removed only under REPLACE, or under AUTO when they are this module's earlier,
-    unedited results for the same structure; the report keeps copies of them for `undoImport`.
+    unedited results for the same structure; the report keeps copies of them for `undoImport`. `names`
+    ('sat' or 'tg263') names each segment from its SAT term tag, the same for local and server results.
     """
     source = readSegmentationFile(segNrrdPath)
     target = segmentationNode.GetSegmentation()
@@ -196,6 +198,7 @@ def importResults(
         for index in range(source.GetNumberOfSegments()):
             segment = _binarySegment(source.GetNthSegment(index))
             segment.SetTag(TAG_CHECKSUM, segmentChecksum(segment))
+            segment.SetName(structureName(segment, names))
             name = segment.GetName()
             action, existing = _decide(ConflictPolicy(policy), target, name)
             if action is ConflictPolicy.SKIP:
@@ -222,6 +225,15 @@ def importResults(
     finally:
         segmentationNode.EndModify(wasModifying)
     return report
+
+
+def structureName(segment: slicer.vtkSegment, names: str) -> str:
+    """The name a result segment gets under the naming choice: its TG-263 name ('tg263', when TG-263 has
+    one) or SAT's term, from the segment's term tag (its own name when it has no tag)."""
+    from SATSegmentLib.vocabulary.tg263 import structure_name
+
+    term = vtk.reference("")
+    return structure_name(str(term), names) if segment.GetTag(TAG_TERM, term) else segment.GetName()
 
 
 def loadTerminologyContexts(terminologiesLogic: slicer.vtkSlicerTerminologiesModuleLogic, folder: Path) -> list[str]:

@@ -44,15 +44,36 @@ def ct_path(examples_dir: Path) -> Path:
     return examples_dir / "example_ct_sm.nii.gz"
 
 
-@pytest.fixture
-def ct_volume(scene, ct_path):
-    """The real CT as a scalar volume node, read by Slicer's own volume storage node."""
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT")
+def _readVolume(scene, path: Path, name: str):
+    """A scalar volume node of `scene` read from `path` by Slicer's own volume storage node."""
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(ct_path))
-    assert storage.ReadData(volume), f"Slicer could not read {ct_path}"
+    storage.SetFileName(str(path))
+    assert storage.ReadData(volume), f"Slicer could not read {path}"
     volume.SetAndObserveStorageNodeID(storage.GetID())
     return volume
+
+
+@pytest.fixture
+def ct_volume(scene, ct_path):
+    """The real CT as a scalar volume node."""
+    return _readVolume(scene, ct_path, "CT")
+
+
+def _loadBlock(scene, ct_path: Path, folder: Path):
+    """A 40x40x30-voxel block of the real CT (its own origin), read by Slicer's storage node into `scene`:
+    small enough for quick CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""
+    import SimpleITK as sitk
+
+    cropped = folder / "ct_block.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(ct_path))[40:80, 30:70, :], str(cropped))
+    return _readVolume(scene, cropped, "CT block")
+
+
+@pytest.fixture
+def small_ct(scene, ct_path, tmp_path):
+    """The CT block in the test's own MRML scene (no application)."""
+    return _loadBlock(scene, ct_path, tmp_path)
 
 
 # -- the widget under Qt (PySide6): see qtharness/ --------------------------------------------------
@@ -119,16 +140,17 @@ def satsegment(slicer_env, monkeypatch, request):
 # -- line coverage of SATSegment.py: reported after every run, enforced when every slicer test ran ---------
 
 WIDGET_FILE = REPO / "SATSegment" / "SATSegment.py"
+WIDGET_FILES = [WIDGET_FILE, *sorted((REPO / "SATSegment" / "SATSegmentWidgets").glob("*.py"))]
 MINIMUM_WIDGET_COVERAGE = 85.0
 
 
 class _WidgetCoverage:
-    """coverage.py limited to SATSegment.py, started when a test first loads the module."""
+    """coverage.py limited to SATSegment.py and its widget parts, started when a test first loads the module."""
 
     def __init__(self) -> None:
         import coverage
 
-        self.coverage = coverage.Coverage(include=[str(WIDGET_FILE)], data_file=None)
+        self.coverage = coverage.Coverage(include=[str(path) for path in WIDGET_FILES], data_file=None)
         self.started = self.partial = self.failed = False
         self.result: tuple[float, list[int]] | None = None
 
@@ -146,8 +168,13 @@ class _WidgetCoverage:
     def finish(self) -> None:
         if self.started:
             self.coverage.stop()
-            _, statements, _, missing, _ = self.coverage.analysis2(str(WIDGET_FILE))
-            self.result = 100.0 * (len(statements) - len(missing)) / len(statements), missing
+            counts, missed = [0, 0], {}
+            for path in WIDGET_FILES:
+                _, statements, _, missing, _ = self.coverage.analysis2(str(path))
+                counts[0] += len(statements)
+                counts[1] += len(missing)
+                missed[path.name] = missing
+            self.result = 100.0 * (counts[0] - counts[1]) / counts[0], missed
 
 
 @pytest.hookimpl(trylast=True)
@@ -192,12 +219,14 @@ def pytest_terminal_summary(terminalreporter, config):
     measured = _WidgetCoverage.of(config)
     if measured.result is None:
         return
-    percent, missing = measured.result
-    terminalreporter.write_sep("-", "SATSegment.py line coverage")
-    terminalreporter.write_line(f"SATSegment.py: {percent:.1f}% of its lines ran (minimum {MINIMUM_WIDGET_COVERAGE:.0f}% "
-                                f"when every slicer test runs); lines not run: {_ranges(missing)}")
+    percent, missed = measured.result
+    terminalreporter.write_sep("-", "SATSegment.py and SATSegmentWidgets line coverage")
+    terminalreporter.write_line(f"{percent:.1f}% of their lines ran (minimum {MINIMUM_WIDGET_COVERAGE:.0f}% when every "
+                                "slicer test runs); lines not run:")
+    for name, missing in missed.items():
+        terminalreporter.write_line(f"  {name}: {_ranges(missing)}")
     if measured.failed:
-        terminalreporter.write_line(f"FAILED: SATSegment.py coverage is below {MINIMUM_WIDGET_COVERAGE:.0f}%", red=True)
+        terminalreporter.write_line(f"FAILED: the widget's coverage is below {MINIMUM_WIDGET_COVERAGE:.0f}%", red=True)
 
 
 @pytest.fixture
@@ -222,18 +251,8 @@ def panel(slicer_env, satsegment, logic, user, slot_errors, tmp_path):
 
 @pytest.fixture
 def ct_block(slicer_env, tmp_path):
-    """A 40x40x30-voxel block of the sample CT, loaded into the application's scene: small enough for quick
-    CPU runs of the real worker (the whole sample takes minutes on a busy CI machine)."""
-    import SimpleITK as sitk
-
-    cropped = tmp_path / "ct_block.nii.gz"
-    sitk.WriteImage(sitk.ReadImage(str(SAMPLE_CT))[40:80, 30:70, :], str(cropped))
-    scene = slicer_env.scene
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(cropped))
-    assert storage.ReadData(volume)
-    volume.SetAndObserveStorageNodeID(storage.GetID())
+    """The CT block, loaded into the application's scene."""
+    volume = _loadBlock(slicer_env.scene, SAMPLE_CT, tmp_path)
     volume.CreateDefaultDisplayNodes()
     return volume
 
@@ -307,3 +326,22 @@ def hub(official_nano_files):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield types.SimpleNamespace(url=f"http://127.0.0.1:{server.server_address[1]}")
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def label_server(tmp_path_factory, tiny_model_dir):
+    """A real SATSegment MONAI Label server on 127.0.0.1 serving the tiny model as 'tiny' (uploads only)."""
+    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
+
+    python = server_python()
+    if python is None:
+        pytest.fail("MONAI Label is not installed: run `bash .ci/server-env`, or point SATSEGMENT_SERVER_PYTHON at a "
+                    "Python with `pip install 'satsegmentlib[server]'`.")
+    root = tmp_path_factory.mktemp("label-server")
+    (root / "studies").mkdir()
+    try:
+        server = LabelServer(python, root, root / "studies", f"tiny={tiny_model_dir}")
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()

@@ -31,6 +31,17 @@ def test_vocabulary_resolves_prompts_and_reports_unknown_ones():
     assert "Thoracic organs at risk" in vocabulary.presets()
 
 
+def test_a_pasted_structure_list_is_resolved_entry_by_entry():
+    terms, unresolved = Vocabulary.resolveList("Parotid_L; Parotid_R; SpinalCord\nBrainstem, Bone_Mandible;"
+                                               " left parotid gland; lefft lung upper; banana bread", "ct")
+    assert terms == ["left parotid gland", "right parotid gland", "spinal cord", "brainstem", "mandible"]  # once each
+    assert list(unresolved) == ["lefft lung upper", "banana bread"]  # never added, listed in order
+    assert unresolved["lefft lung upper"][0] == "left lung upper lobe"
+    csv = "Structure ID;Volume Type\nParotid_L;Organ\nGTVp;GTV\n"  # a European-Excel structure template
+    assert Vocabulary.resolveList(csv, "ct")[0] == ["left parotid gland"]
+    assert list(Vocabulary.resolveList(csv, "ct")[1]) == ["GTVp"]
+
+
 def test_prompt_list_keeps_order_without_duplicates_and_forgets_removed_free_text():
     prompts = PromptList().adding(["liver", "spleen"]).adding(["liver", "my organ"], ["my organ"])
     assert prompts.prompts == ("liver", "spleen", "my organ") and prompts.freeText == ("my organ",)

@@ -33,18 +33,6 @@ def runner(tmp_path_factory):
     assert not client.running
 
 
-@pytest.fixture
-def small_ct(scene, ct_path, tmp_path):
-    """A 40x40x30-voxel block of the real CT (its own origin), loaded as a scalar volume node."""
-    cropped = tmp_path / "ct_block.nii.gz"
-    sitk.WriteImage(sitk.ReadImage(str(ct_path))[40:80, 30:70, :], str(cropped))
-    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT block")
-    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
-    storage.SetFileName(str(cropped))
-    assert storage.ReadData(volume)
-    return volume
-
-
 def _snapshot(scene, node) -> tuple:
     """Everything Cancel must not change: the scene's nodes, and each segment's id, name, voxels, colour."""
     segmentation = node.GetSegmentation()

@@ -17,7 +17,7 @@ def _prompts(panel) -> list[str]:
 def _choose_completion(panel, typed: str, rows_down: int = 1) -> None:
     """Type into the prompt box, go down the completion list and press Enter, as with the keyboard."""
     panel.type(panel.ui.promptLineEdit, typed)
-    popup = panel.widget.completer.popup()
+    popup = panel.widget.prompts.completer.popup()
     assert popup.isVisible(), "no completion list"
     for _ in range(rows_down):
         QtTest.QTest.keyClick(popup, QtCore.Qt.Key_Down)

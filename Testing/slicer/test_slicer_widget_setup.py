@@ -132,7 +132,7 @@ def missing_package(panel, tmp_path):
     installed = []
     installer = panel.logic.dependencies
     installer.requirementsFile, installer.pipInstall = requirements, installed.append
-    panel.widget.updateSetupStatus()
+    panel.widget.setupPanel.updateSetupStatus()
     return installed
 
 

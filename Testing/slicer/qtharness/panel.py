@@ -146,6 +146,8 @@ def installSlicer(temporaryPath: str, monkeypatch) -> object:
 
 def loadModule(monkeypatch):
     """SATSegment.py imported as Slicer imports a scripted module: by file, under the name 'SATSegment'."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "SATSegmentWidgets"]:
+        monkeypatch.delitem(sys.modules, name)  # imported afresh with this test's qt, as Slicer's Reload does
     spec = importlib.util.spec_from_file_location("SATSegment", MODULE_FILE)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "SATSegment", module)

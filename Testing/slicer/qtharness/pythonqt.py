@@ -8,7 +8,8 @@ What PythonQt does differently from PySide and is reproduced here:
 * `obj.connect("activated(QString)", slot)` and `sender.connect(signal, receiver, slot)`: signals by their
   C++ signature, checked against the object's meta-object (an unknown signature raises).
 * `obj.name` is the object name (Slicer's `childWidgetVariables` relies on it); `obj.className()`.
-* `QFileDialog.getOpenFileName` returns the file name only (PySide returns a (name, filter) tuple).
+* `QFileDialog.getOpenFileName` returns the file name only (PySide returns a (name, filter) tuple), and
+  `QInputDialog.getMultiLineText` the text only (empty when cancelled).
 * `QUiLoader` creates these classes for every widget of a .ui file, and the stand-ins for custom widgets
   registered with `registerCustomWidget`; the .ui's `<connections>` are made with C++ pointer types
   (`vtkMRMLScene*`) matched to the stand-ins' Python object signals.
@@ -143,6 +144,14 @@ class _FileDialogStatics:
         return QtWidgets.QFileDialog.getSaveFileName(*args, **kwargs)[0]
 
 
+class _InputDialogStatics:
+    @staticmethod
+    def getMultiLineText(*args, **kwargs) -> str:
+        """PythonQt drops the `bool* ok` out-parameter: the text, empty when cancelled."""
+        text, ok = QtWidgets.QInputDialog.getMultiLineText(*args, **kwargs)
+        return text if ok else ""
+
+
 class UiLoader(QtUiTools.QUiLoader):
     """QUiLoader creating PythonQt-flavoured widgets and the registered custom-widget stand-ins."""
 
@@ -191,7 +200,8 @@ def buildModule(customWidgets: dict[str, type]) -> types.ModuleType:
     module = types.ModuleType("qt")
     UiLoader.customWidgets = customWidgets
     special = {"QUiLoader": pythonQtClass(UiLoader),
-               "QFileDialog": pythonQtClass(QtWidgets.QFileDialog, dict(vars(_FileDialogStatics)))}
+               "QFileDialog": pythonQtClass(QtWidgets.QFileDialog, dict(vars(_FileDialogStatics))),
+               "QInputDialog": pythonQtClass(QtWidgets.QInputDialog, dict(vars(_InputDialogStatics)))}
 
     def getattr_(name: str):
         if name in special:

@@ -119,6 +119,33 @@ class qMRMLSegmentEditorWidget(QtWidgets.QWidget):
         self.currentSegment = segmentId
 
 
+class qSlicerDICOMExportDialog(QtCore.QObject):
+    """Slicer's DICOM export dialog (qSlicerDICOMExportDialog.h): `setMRMLScene(scene)` then
+    `execDialog(itemToSelect)`, a subject hierarchy item ID of that scene. Records what it was opened on."""
+
+    opened: list = []
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._scene = None
+
+    def setMRMLScene(self, scene) -> None:
+        if not isinstance(scene, slicer.vtkMRMLScene):
+            raise TypeError(f"setMRMLScene takes a vtkMRMLScene, not {type(scene).__name__}")
+        self._scene = scene
+
+    def execDialog(self, itemToSelect: int = 0) -> bool:
+        if self._scene is None:
+            raise AssertionError("execDialog before setMRMLScene: the dialog would show no data")
+        if not isinstance(itemToSelect, int) or isinstance(itemToSelect, bool):
+            raise TypeError(f"execDialog takes a subject hierarchy item ID (vtkIdType), not {itemToSelect!r}")
+        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self._scene)
+        if itemToSelect and not hierarchy.GetItemDataNode(itemToSelect) and not hierarchy.GetItemName(itemToSelect):
+            raise AssertionError(f"item {itemToSelect} is not in the scene's subject hierarchy")
+        qSlicerDICOMExportDialog.opened.append(itemToSelect)
+        return True
+
+
 class ModuleParent:
     """qSlicerScriptedLoadableModule's properties a module sets in its constructor (nothing else)."""
 
@@ -310,8 +337,14 @@ def install(temporaryPath: str, monkeypatch) -> types.SimpleNamespace:
     modules = types.SimpleNamespace(segmenteditor=editorModule,
                                     terminologies=types.SimpleNamespace(logic=lambda: terminologies))
     scene = slicer.vtkMRMLScene()
+    exportDialog = pythonQtClass(qSlicerDICOMExportDialog)
+    monkeypatch.setattr(qSlicerDICOMExportDialog, "opened", [])
+    settings = QtCore.QSettings  # Slicer's settings of this user: a file of the test's own
+    settings.setDefaultFormat(settings.IniFormat)
+    settings.setPath(settings.IniFormat, settings.UserScope, temporaryPath)
     for name, value in (("app", app), ("mrmlScene", scene), ("modules", modules),
-                        ("qSlicerScriptedLoadableModuleWidget", pythonQtClass(qSlicerScriptedLoadableModuleWidget))):
+                        ("qSlicerScriptedLoadableModuleWidget", pythonQtClass(qSlicerScriptedLoadableModuleWidget)),
+                        ("qSlicerDICOMExportDialog", exportDialog)):
         monkeypatch.setattr(slicer, name, value, raising=False)
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr, i18n.translate = _tr, _translate
@@ -323,4 +356,5 @@ def install(temporaryPath: str, monkeypatch) -> types.SimpleNamespace:
     for name, module in (("slicer.i18n", i18n), ("slicer.ScriptedLoadableModule", scripted),
                          ("slicer.parameterNodeWrapper", wrapper)):
         monkeypatch.setitem(sys.modules, name, module)
-    return types.SimpleNamespace(app=app, mainWindow=window, editor=editor, terminologies=terminologies, scene=scene)
+    return types.SimpleNamespace(app=app, mainWindow=window, editor=editor, terminologies=terminologies, scene=scene,
+                                 exportDialogs=qSlicerDICOMExportDialog.opened)

@@ -1,0 +1,164 @@
+"""One SAT run on a SATSegment server (MONAI Label): export the volume, upload it, import the result.
+
+The volume goes only to the server the user typed. The request blocks in a worker thread
+(`remote.LabelServerClient`, standard library HTTP); a second thread asks the server where the job is
+(`status`: queued with n jobs ahead, running). `poll()`, called from the GUI's timer, delivers progress and
+the end in the main thread, where the result goes through exactly the import of local results
+(`RunnerBase._importResult`: names, terminology, colours, conflict policy, undo). No Qt here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import queue
+import threading
+import time
+import uuid
+
+from .remote import LabelServerClient, RemoteError
+from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
+
+STATUS_INTERVAL_S = 1.0
+CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
+# one that did not know the job, e.g. still receiving the upload, is asked again for that long)
+
+
+def errorEvent(exc: RemoteError) -> dict:
+    """The run's error event from a server error: its code, message, hint and suggestions."""
+    return {"event": "error", "code": exc.code, "message": exc.message, "hint": exc.hint,
+            "suggestions": list(exc.suggestions), "status": exc.status}
+
+
+class RemoteRunner(RunnerBase):
+    """Runs one job at a time on a server and imports its result into the scene."""
+
+    def __init__(self, client: LabelServerClient, onProgress: ProgressCallback | None = None,
+                 onFinished: FinishedCallback | None = None, tempRoot: str | None = None,
+                 clientVersion: str | None = None) -> None:
+        super().__init__(onProgress, onFinished, tempRoot)
+        self.client, self.clientVersion = client, clientVersion
+        self._events: queue.Queue = queue.Queue()
+        self._done = threading.Event()
+        self._cancelDeadline: float | None = None
+
+    def start(self, request: RunRequest) -> str:
+        """Export the volume and send the job from a worker thread; returns the job id. The scene is not changed."""
+        inputPath = self._prepare(request)
+        jobId = uuid.uuid4().hex
+        self._jobId, self._cancelDeadline, self._done = jobId, None, threading.Event()
+        options = self._options(request)
+        threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options), daemon=True).start()
+        threading.Thread(target=self._watch, args=(jobId, self._done), daemon=True).start()
+        return jobId
+
+    def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict) -> None:
+        """Worker thread: check the server's version, then send the job (with the chosen model when the server
+        serves it) and wait for its answer."""
+        try:
+            served = self.client.check(self.clientVersion).get("models", [])
+            model = request.model if request.model in served else None  # else the server's default model
+            result = self.client.segment(request.prompts, request.modality, image_path=inputPath, roi=options.get("roi"),
+                                         sat_model=model,
+                                         output_format="seg.nrrd", allow_free_text=request.allowFreeText,
+                                         **self._jobKeyword(jobId))
+            self._events.put((jobId, "result", result))
+        except RemoteError as exc:
+            self._events.put((jobId, "error", exc))
+        except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
+            self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
+
+    def _jobKeyword(self, jobId: str) -> dict:
+        """`job_id=` for a client that sends job ids (remote.py with cancel/status); none for one without."""
+        return {"job_id": jobId} if "job_id" in inspect.signature(self.client.segment).parameters else {}
+
+    def _watch(self, jobId: str, done: threading.Event) -> None:
+        """Status thread: where the job is on the server, about every second, until it ends."""
+        while not done.wait(STATUS_INTERVAL_S):
+            status = self.jobStatus(jobId)
+            if status is not None:
+                self._events.put((jobId, "status", status))
+
+    def jobStatus(self, jobId: str) -> dict | None:
+        """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
+        if not hasattr(self.client, "status"):
+            return None
+        try:
+            return self.client.status(jobId)
+        except RemoteError:
+            return None
+
+    def askCancel(self, jobId: str) -> bool:
+        """Ask the server to stop the job; False when it does not know it (or has no cancel route: 404)."""
+        if not hasattr(self.client, "cancel"):
+            return False
+        try:
+            return bool(self.client.cancel(jobId))
+        except RemoteError:
+            return False
+
+    def cancel(self) -> None:
+        """Stop the run: the server stops the job; if it cannot, the request is abandoned (its answer is dropped)."""
+        jobId = self._jobId
+        if not jobId or self._cancelDeadline is not None:
+            return
+        if self.askCancel(jobId):
+            self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
+        else:  # the run ends now; the server may not know the job yet (still uploading): keep asking a while
+            self._events.put((jobId, "abandoned", None))
+            threading.Thread(target=self._keepAskingCancel, args=(jobId,), daemon=True).start()
+
+    def _keepAskingCancel(self, jobId: str) -> None:
+        """Thread: ask the server to cancel an abandoned job about every second, until it knows it or the grace ends."""
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while time.monotonic() < deadline and not self.askCancel(jobId):
+            time.sleep(STATUS_INTERVAL_S)
+
+    def poll(self) -> None:
+        """Deliver what the threads reported, in this (the main) thread."""
+        while True:
+            try:
+                jobId, kind, payload = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if jobId == self._jobId:
+                self._handle(kind, payload)
+        if self._cancelDeadline is not None and self._jobId and time.monotonic() > self._cancelDeadline:
+            self._events.put((self._jobId, "abandoned", None))
+
+    def _handle(self, kind: str, payload) -> None:
+        if kind == "status":
+            self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
+                             "position": payload.get("position", 0), "fraction": None,
+                             "message": _statusText(payload)})
+            return
+        self._done.set()
+        if kind == "result":
+            (self._workDir / RESULT_FILE).write_bytes(payload.data)
+            params = payload.params
+            self._warnings.extend({"event": "warning", **warning} for warning in params.get("warnings", []))
+            self._end("result", {"segments": params.get("segments", []), "timings": params.get("timings", {})})
+        elif kind == "error" and payload.code != "cancelled":
+            self._end("error", errorEvent(payload))
+        else:  # cancelled by the server, or abandoned
+            self._end("cancelled", {})
+
+    def waitUntilFinished(self, timeout: float) -> None:
+        """Block (polling) until the current run ends: for scripts and tests, never for the GUI."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(0.05)
+
+    def shutdown(self) -> None:
+        """Cancel a running job (the module closes or the scene is cleared)."""
+        if self.busy:
+            self.cancel()
+            self._events.put((self._jobId, "abandoned", None))
+            self.poll()
+
+
+def _statusText(status: dict) -> str:
+    """English progress text for a status (the widget words its own, translatable)."""
+    if status.get("state") == "queued":
+        return f"waiting: {status.get('position', 0)} jobs ahead"
+    return str(status.get("state", ""))

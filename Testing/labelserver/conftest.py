@@ -1,6 +1,11 @@
-"""Fixtures of the server tests: an isolated model cache for every test and an engine serving the tiny model."""
+"""Fixtures of the server tests: an isolated model cache for every test, an engine serving the tiny model, a real
+server, and helpers to follow jobs on it."""
 
 from __future__ import annotations
+
+import os
+import threading
+import time
 
 import pytest
 
@@ -53,3 +58,56 @@ def label_server(tmp_path_factory, tiny_model_dir):
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+# ---- clients that wait on threads, and scans that keep the server busy -----------------------------
+
+class Background:
+    """A call (a client's blocking `segment`) on its own thread: its result or error, and when it ended."""
+
+    def __init__(self, call) -> None:
+        self.result = self.error = self.ended = None
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self.thread.start()
+
+    def _run(self, call) -> None:
+        try:
+            self.result = call()
+        except Exception as exc:  # noqa: BLE001 - kept for the test to check
+            self.error = exc
+        self.ended = time.monotonic()
+
+    def wait(self, timeout: float = 300):
+        """The result (the error raised, if the call failed) once the call has ended."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the call did not end within {timeout} s"
+        return self.error or self.result
+
+
+def wait_until(condition, timeout: float = 120, what: str = "the condition"):
+    """Poll `condition()` until it is true; its value."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+@pytest.fixture
+def jobs_helpers():
+    """`Background` and `wait_until`, for tests that follow jobs on a server."""
+    return Background, wait_until
+
+
+@pytest.fixture
+def long_scan(tmp_path, volume_writer):
+    """A factory of CT-like scans the tiny model needs tens of seconds for on 2 busy cores (42 windows, each a
+    cancel point); random content every time, so no cached features shorten the job."""
+    write_volume, ct_like = volume_writer
+    count = iter(range(1000))
+
+    def make():
+        path = tmp_path / f"long-{next(count)}.nii.gz"
+        return write_volume(path, ct_like((24, 160, 200), seed=int.from_bytes(os.urandom(4), "little")))
+
+    return make

@@ -17,29 +17,37 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from SATSegmentLib import __version__
+from SATSegmentLib.labelserver import routes
 from SATSegmentLib.labelserver.engine import InferEngine
 from SATSegmentLib.labelserver.httperrors import not_found
 from SATSegmentLib.labelserver.params import ServerSettings
-from SATSegmentLib.labelserver.task import SATInferTask
+from SATSegmentLib.labelserver.task import JOB_KEY, SATInferTask
 
 logger = logging.getLogger(__name__)
 
 
 class SATSegmentApp(MONAILabelApp):
-    """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients)."""
+    """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients), served
+    by our own routes (off the event loop, with a job queue and cancel)."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        from monailabel.app import app
+
         self.settings = ServerSettings.from_conf(conf or {})
         self.engine = InferEngine(self.settings)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="SATSegment",
                          description="Text-prompted 3D segmentation with SAT", version=__version__)
-        _answer_request_errors()
+        routes.install(app, self.engine.jobs)
+        _answer_request_errors(app)
 
     def init_infers(self) -> dict:
         return {"sat": SATInferTask(self.engine)}
 
     def infer(self, request: dict, datastore=None) -> dict:
-        """Refuse an image id the datastore does not hold (MONAI Label would run on an empty path)."""
+        """Run as the job our route registered for this request (None: the engine makes one); refuse an image id
+        the datastore does not hold (MONAI Label would run on an empty path)."""
+        job = self.engine.jobs.current()
+        request = {**request, JOB_KEY: job.id if job else None}
         image = request.get("image")
         store = datastore or self.datastore()
         if isinstance(image, str) and image and not os.path.exists(image) and not _known(store, image):
@@ -53,11 +61,9 @@ class SATSegmentApp(MONAILabelApp):
         not offer (results go back as a label image or .seg.nrrd); nothing is downloaded."""
 
 
-def _answer_request_errors() -> None:
+def _answer_request_errors(app) -> None:
     """Answer what MONAI Label leaves as a bare 500 with our kind of body: params that are not JSON (400), an
     unknown infer task or other invalid input (400)."""
-    from monailabel.app import app
-
     async def bad_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": {
             "code": "bad_request", "exit_code": 2, "message": f"'params' is not valid JSON: {exc.msg} (column {exc.colno}).",

@@ -32,32 +32,51 @@ def engine(tiny_model_dir, tmp_path, monkeypatch):
 # ---- a real MONAI Label server with the SATSegment app, on 127.0.0.1 ------------------------------
 
 @pytest.fixture(scope="session")
-def label_server(tmp_path_factory, tiny_model_dir):
-    """The running server (`labelserver.testing.LabelServer`); its datastore holds 'ct' (a CT-like scan) and 'mr'."""
+def scan_writers():
+    """`write_volume` and `ct_like` (the scans every test area uses) for session and module fixtures."""
     import importlib.util
 
+    from SATSegmentLib.labelserver.testing import REPO
+
+    spec = importlib.util.spec_from_file_location("satsegment_testing_conftest", REPO / "Testing" / "conftest.py")
+    shared = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shared)
+    return shared.write_volume, shared.ct_like
+
+
+def start_server(root, tiny_model_dir, scan_writers, **options):
+    """A `LabelServer` serving the tiny model, its datastore in `root`/studies holding 'ct' (a CT-like scan) and 'mr'."""
     import numpy as np
 
-    from SATSegmentLib.labelserver.testing import REPO, LabelServer, ServerStartError, server_python
+    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
 
     python = server_python()
     if python is None:
         pytest.fail("MONAI Label is not installed: run `bash .ci/server-env` (creates .venv-server), "
                     "or point SATSEGMENT_SERVER_PYTHON at a Python with `pip install 'satsegmentlib[server]'`.")
-    spec = importlib.util.spec_from_file_location("satsegment_testing_conftest", REPO / "Testing" / "conftest.py")
-    shared = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shared)  # write_volume and ct_like, the scans every test area uses
-    root = tmp_path_factory.mktemp("label-server")
+    write_volume, ct_like = scan_writers
     studies = root / "studies"
     studies.mkdir()
-    shared.write_volume(studies / "ct.nii.gz", shared.ct_like())
-    shared.write_volume(studies / "mr.nii.gz", (shared.ct_like(seed=1) + 1000).clip(0, 1500).astype(np.int16))
+    write_volume(studies / "ct.nii.gz", ct_like())
+    write_volume(studies / "mr.nii.gz", (ct_like(seed=1) + 1000).clip(0, 1500).astype(np.int16))
     try:
-        server = LabelServer(python, root, studies, f"tiny={tiny_model_dir}")
+        return LabelServer(python, root, studies, f"tiny={tiny_model_dir}", **options)
     except ServerStartError as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def label_server(tmp_path_factory, tiny_model_dir, scan_writers):
+    """The running server (`labelserver.testing.LabelServer`); its datastore holds 'ct' and 'mr'."""
+    server = start_server(tmp_path_factory.mktemp("label-server"), tiny_model_dir, scan_writers)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_starter():
+    """`start_server`, for test modules that need a server of their own (other settings)."""
+    return start_server
 
 
 # ---- clients that wait on threads, and scans that keep the server busy -----------------------------

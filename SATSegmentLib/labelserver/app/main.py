@@ -17,7 +17,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from SATSegmentLib import __version__
-from SATSegmentLib.labelserver import routes
+from SATSegmentLib.labelserver import auth, routes
 from SATSegmentLib.labelserver.engine import InferEngine
 from SATSegmentLib.labelserver.httperrors import not_found
 from SATSegmentLib.labelserver.params import ServerSettings
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 class SATSegmentApp(MONAILabelApp):
     """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients), served
-    by our own routes (off the event loop, with a job queue and cancel)."""
+    by our own routes (off the event loop, with a job queue and cancel) and a working token check."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         from monailabel.app import app
@@ -38,6 +38,7 @@ class SATSegmentApp(MONAILabelApp):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="SATSegment",
                          description="Text-prompted 3D segmentation with SAT", version=__version__)
         routes.install(app, self.engine.jobs)
+        auth.install(app)
         _answer_request_errors(app)
 
     def init_infers(self) -> dict:

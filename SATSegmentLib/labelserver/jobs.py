@@ -122,6 +122,18 @@ class JobQueue:
                 del self._jobs[job.id]
                 self._remember(job)
 
+    def abandon(self, job: Job) -> None:
+        """The request of `job` has been answered: a job still waiting or running (its request timed out inside
+        MONAI Label) is cancelled, and finishes when its thread stops; one that never reached the gate (its
+        request failed before the engine had it) is recorded as failed, and refused should it still get there."""
+        with self._lock:
+            if self._jobs.get(job.id) is not job:
+                return
+            if job is not self._running and not any(job in jobs for jobs in self._waiting.values()):
+                self.finish(job, "failed")
+            job.cancel.set()
+            self._lock.notify_all()
+
     def cancel(self, job_id: str, user: str | None = None) -> Job:
         """Stop `job_id`: a queued job leaves the queue, a running one stops at the engine's next cancel point.
         Returns the job. An id not known yet is remembered as cancelled (its request may still be on the way)

@@ -61,7 +61,7 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
             raise
         finally:
             watcher.cancel()
-            jobs.finish(job, "failed")  # a request that failed before the engine had it; no effect after the engine's
+            jobs.abandon(job)  # no effect on a job the engine finished
 
     @router.get(f"/{TASK}/jobs/{{job_id}}", name=f"{ROUTE_PREFIX}status", summary="A SAT job's state and queue position")
     async def job_status(job_id: str, user: User = Depends(user_role)) -> dict:

@@ -162,3 +162,23 @@ def test_job_ids_are_checked_and_never_reused():
     queue.submit(None, "b")
     with pytest.raises(QueueFullError, match="2 jobs queued"):
         queue.submit(None, "c")
+
+
+def test_an_abandoned_job_is_failed_before_the_gate_and_cancelled_at_it():
+    queue, release = JobQueue(), threading.Event()
+    never = queue.submit(None, "a")  # its request failed before the engine had it
+    queue.abandon(never)
+    assert queue.status(never.id)["state"] == "failed"
+    with pytest.raises(CancelledError):
+        with queue.turn(never):
+            pass
+    runner = Runner(queue)
+    running = runner.start("a", hold=release)
+    _wait(lambda: running.state == "running")
+    queue.abandon(running)  # its request timed out while it ran
+    assert running.cancel.is_set() and queue.status(running.id)["state"] == "running"
+    release.set()
+    runner.join()
+    assert queue.status(running.id)["state"] == "cancelled"
+    queue.abandon(running)  # finished: nothing changes
+    assert queue.status(running.id)["state"] == "cancelled"

@@ -31,19 +31,31 @@ def _cancelled(outcome) -> bool:
     return isinstance(outcome, RemoteError) and outcome.code == "cancelled" and outcome.status == 409
 
 
-def test_the_server_answers_while_a_job_runs_and_a_cancelled_running_job_frees_it(clients, long_scan, ct_path,
-                                                                                   jobs_helpers):
+def _long_job_then_a_queued_upload(clients, long_scan, ct_path, jobs_helpers, while_alone=lambda a, long_id: None):
+    """Client a's long job runs (`while_alone` is called then), then client b's upload waits behind it:
+    (a, b, (long id, its call), (queued id, its call))."""
     Background, wait_until = jobs_helpers
     a, b = clients("a"), clients("b")
-    long_id, next_id = new_job_id(), new_job_id()
+    long_id, queued_id = new_job_id(), new_job_id()
     long_job = Background(lambda: a.segment(["liver"], "ct", image_path=long_scan(), job_id=long_id))
     wait_until(lambda: _state(a, long_id, "running"), what="the long job to run")
+    while_alone(a, long_id)
+    queued = Background(lambda: b.segment(["spleen"], "ct", image_path=ct_path, job_id=queued_id))
+    wait_until(lambda: _state(b, queued_id, "queued", position=1), what="the second job to queue")
+    return a, b, (long_id, long_job), (queued_id, queued)
+
+
+def _info_answers_while_the_job_runs(a, long_id) -> None:
     tic = time.monotonic()
     assert a.check()["models"] == ["tiny"]  # MONAI Label's own handler would answer only once the job ended
     print(f"GET /info/ while a job runs: {time.monotonic() - tic:.3f} s")
-    assert long_job.thread.is_alive() and a.status(long_id)["state"] == "running"
-    next_job = Background(lambda: b.segment(["spleen"], "ct", image_path=ct_path, job_id=next_id))  # an upload gets in
-    wait_until(lambda: _state(b, next_id, "queued", position=1), what="the second job to queue")
+    assert a.status(long_id)["state"] == "running"
+
+
+def test_the_server_answers_while_a_job_runs_and_a_cancelled_running_job_frees_it(clients, long_scan, ct_path,
+                                                                                   jobs_helpers):
+    a, b, (long_id, long_job), (next_id, next_job) = _long_job_then_a_queued_upload(
+        clients, long_scan, ct_path, jobs_helpers, _info_answers_while_the_job_runs)
     assert a.cancel(long_id) is True
     assert _cancelled(long_job.wait(120)) and a.status(long_id)["state"] == "cancelled"
     assert next_job.wait().label_names == {"spleen": 1} and b.status(next_id) == {
@@ -52,13 +64,7 @@ def test_the_server_answers_while_a_job_runs_and_a_cancelled_running_job_frees_i
 
 def test_a_queued_job_is_cancelled_at_once_and_leaves_no_upload_behind(clients, long_scan, ct_path, jobs_helpers,
                                                                        label_server):
-    Background, wait_until = jobs_helpers
-    a, b = clients("a"), clients("b")
-    long_id, queued_id = new_job_id(), new_job_id()
-    long_job = Background(lambda: a.segment(["liver"], "ct", image_path=long_scan(), job_id=long_id))
-    wait_until(lambda: _state(a, long_id, "running"), what="the long job to run")
-    queued = Background(lambda: b.segment(["spleen"], "ct", image_path=ct_path, job_id=queued_id))
-    wait_until(lambda: _state(b, queued_id, "queued", position=1), what="the second job to queue")
+    a, b, (long_id, long_job), (queued_id, queued) = _long_job_then_a_queued_upload(clients, long_scan, ct_path, jobs_helpers)
     assert b.cancel(queued_id) is True
     assert _cancelled(queued.wait(60)) and "while it waited" in queued.error.message
     assert a.status(long_id)["state"] == "running"  # another client's job was not touched

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Optional
 
 import anyio
 from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -48,7 +47,7 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
     @router.post(f"/infer/{TASK}", name=f"{ROUTE_PREFIX}infer", summary="Run SAT (prompts in params) off the event loop")
     async def infer_sat(request: Request, background_tasks: BackgroundTasks, image: str = "", session_id: str = "",
                         params: str = Form("{}"), file: UploadFile = File(None), label: UploadFile = File(None),
-                        output: Optional[ResultType] = None, job_id: str = "", client_id: str = "",
+                        output: ResultType | None = None, job_id: str = "", client_id: str = "",
                         user: User = Depends(user_role)):
         owner = _owner(user)
         job = _answer_errors(jobs.submit, job_id or None, _client(owner, client_id, request), owner)

@@ -1,7 +1,7 @@
 """MONAI Label's authentication on a real server (127.0.0.1, tiny model) with a stand-in Keycloak realm that
 publishes a public key generated here and signs the tokens: a valid token is served, a missing, forged,
 expired or role-less token is refused with our message through the module's client, and one user cannot
-follow or cancel another user's job."""
+follow or cancel another user's job; a realm that cannot be reached is answered 503."""
 
 from __future__ import annotations
 
@@ -97,3 +97,18 @@ def test_a_user_cannot_follow_or_cancel_another_users_job(auth_server, realm, lo
     assert ann.cancel(job_id) is True
     outcome = job.wait(120)
     assert isinstance(outcome, RemoteError) and outcome.code == "cancelled"
+
+
+def test_an_unreachable_realm_is_answered_503_and_the_server_stays_up(tmp_path, tiny_model_dir, scan_writers, server_starter):
+    from SATSegmentLib.labelserver.testing import free_port
+
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": f"http://127.0.0.1:{free_port()}/realms/gone"}
+    server = server_starter(tmp_path, tiny_model_dir, scan_writers, env=env)
+    try:
+        for _ in range(2):  # nothing cached: each request tries the realm again
+            with pytest.raises(RemoteError, match="cannot reach its authentication server") as caught:
+                LabelServerClient(server.url, token="a.b.c", timeout=60).check()
+            assert caught.value.status == 503 and caught.value.code == "auth_unavailable"
+        assert server.process.poll() is None
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import CancelledError
 from ..job import Worker
-from .jobs import Job, JobQueue
+from .jobs import Job, JobQueue, cancelled
 from .labelmap import write_labelmap
 from .params import InferParams, ServerSettings, parse_params
 
@@ -40,7 +40,7 @@ class InferEngine:
             return answer
         except CancelledError:
             state = "cancelled"
-            raise
+            raise cancelled(job) from None
         finally:
             self.jobs.finish(job, state)
 

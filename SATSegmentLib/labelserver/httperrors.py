@@ -7,7 +7,7 @@ import re
 from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
                       SATSegmentError, UnknownPromptError, as_user_error)
 from ..server import BadRequestError
-from .jobs import JobConflictError, NotYourJobError, QueueFullError, UnknownJobError
+from .jobs import JobConflictError, NotYourJobError, QueueFullError, ServerStoppingError, UnknownJobError
 
 # Most specific first: UnknownPromptError, BadRequestError and JobConflictError are InputErrors.
 _STATUS: tuple[tuple[type[SATSegmentError], int], ...] = (
@@ -16,6 +16,7 @@ _STATUS: tuple[tuple[type[SATSegmentError], int], ...] = (
     (UnknownJobError, 404),
     (NotYourJobError, 403),      # another user's job
     (QueueFullError, 503),
+    (ServerStoppingError, 503),
     (UnknownPromptError, 422),   # understood, but not in SAT's vocabulary: the body has suggestions
     (InputError, 422),           # the image, prompts, modality or ROI cannot be used
     (CancelledError, 409),       # cancelled by its client (or the client disconnected)

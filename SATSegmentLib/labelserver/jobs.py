@@ -48,16 +48,26 @@ class QueueFullError(SATSegmentError):
     code = "server_busy"
 
 
+class ServerStoppingError(SATSegmentError):
+    """The server is stopping and takes no new jobs."""
+
+    code = "server_stopping"
+
+
+STOPPING = "the server is stopping"
+
+
 @dataclass
 class Job:
     """One request: its id, the client whose turn it takes, the user it belongs to (None without
-    authentication), its state (queued, running, done, failed, cancelled) and its cancel signal."""
+    authentication), its state (queued, running, done, failed, cancelled), its cancel signal and why it was set."""
 
     id: str
     client: str
     user: str | None = None
     state: str = "queued"
     cancel: threading.Event = field(default_factory=threading.Event)
+    reason: str = ""
     arrived: bool = True  # False for an id cancelled before its request arrived
     created: float = field(default_factory=time.monotonic)
 
@@ -73,6 +83,7 @@ class JobQueue:
         self._finished: OrderedDict[str, Job] = OrderedDict()
         self._waiting: dict[str, deque[Job]] = {}  # client → its jobs at the gate; key order = rotation order
         self._running: Job | None = None
+        self._stopping = False
         self._bound = threading.local()
 
     def submit(self, job_id: str | None, client: str, user: str | None = None) -> Job:
@@ -83,6 +94,8 @@ class JobQueue:
                              "Let the client make it: uuid.uuid4().hex.")
         job_id = job_id or uuid.uuid4().hex
         with self._lock:
+            if self._stopping:
+                raise ServerStoppingError("The server is stopping and takes no new jobs.", "Send it again once the server is back.")
             early = self._finished.get(job_id)
             if early is not None and not early.arrived and early.user == user:
                 early.arrived = True
@@ -104,7 +117,7 @@ class JobQueue:
             if job.cancel.is_set():
                 self._leave_queue(job, rotate=False)
                 self._lock.notify_all()
-                raise CancelledError(f"Job {job.id} was cancelled while it waited; nothing was run.")
+                raise cancelled(job)
             self._leave_queue(job, rotate=True)
             self._running, job.state = job, "running"
         try:
@@ -131,10 +144,16 @@ class JobQueue:
                 return
             if job is not self._running and not any(job in jobs for jobs in self._waiting.values()):
                 self.finish(job, "failed")
-            job.cancel.set()
-            self._lock.notify_all()
+            self._cancel(job, "its request was answered")
 
-    def cancel(self, job_id: str, user: str | None = None) -> Job:
+    def stop(self) -> None:
+        """Cancel every job and take no new ones: the server is stopping (it waits for every open request)."""
+        with self._lock:
+            self._stopping = True
+            for job in list(self._jobs.values()):
+                self._cancel(job, STOPPING)
+
+    def cancel(self, job_id: str, user: str | None = None, reason: str = "its client cancelled it") -> Job:
         """Stop `job_id`: a queued job leaves the queue, a running one stops at the engine's next cancel point.
         Returns the job. An id not known yet is remembered as cancelled (its request may still be on the way)
         and UnknownJobError is raised; NotYourJobError for another user's job."""
@@ -146,8 +165,7 @@ class JobQueue:
                 raise UnknownJobError(f"No job {job_id[:40]!r} is known to this server.",
                                       "It may have finished long ago; if its request is still on the way, it will be refused.")
             if job.state in ACTIVE:
-                job.cancel.set()
-                self._lock.notify_all()
+                self._cancel(job, reason)
             return job
 
     def status(self, job_id: str, user: str | None = None) -> dict:
@@ -178,6 +196,12 @@ class JobQueue:
     def current(self) -> Job | None:
         """The job bound to this thread, if a request is being handled on it."""
         return getattr(self._bound, "job", None)
+
+    def _cancel(self, job: Job, reason: str) -> None:
+        if not job.cancel.is_set():
+            job.reason = reason
+            job.cancel.set()
+        self._lock.notify_all()
 
     def _find(self, job_id: str, user: str | None) -> Job | None:
         job = self._jobs.get(job_id) or self._finished.get(job_id)
@@ -215,3 +239,10 @@ class JobQueue:
         self._finished[job.id] = job
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
+
+
+def cancelled(job: Job) -> CancelledError:
+    """The error that answers a cancelled job's request: when, who or what cancelled it, and what to do."""
+    when = "while it waited" if job.state == "queued" else "while it ran"
+    return CancelledError(f"Job {job.id} was cancelled {when} ({job.reason or 'no reason given'}); nothing was written.",
+                          "Send it again once the server is back." if job.reason == STOPPING else "")

@@ -88,7 +88,7 @@ async def _cancel_on_disconnect(request: Request, jobs: JobQueue, job: Job) -> N
         pass
     if job.state in ("queued", "running"):
         logger.info("job %s cancelled: its client disconnected", job.id)
-        jobs.cancel(job.id, job.user)
+        jobs.cancel(job.id, job.user, reason="its client disconnected")
 
 
 def _owner(user: User) -> str | None:

@@ -1,5 +1,5 @@
-"""The server's job queue without HTTP: turns round-robin across clients, cancel of queued and running jobs,
-status and queue positions, job ids and owners."""
+"""The server's job queue without HTTP: turns round-robin across clients, cancel of queued and running jobs
+(and why), status and queue positions, job ids and owners, stopping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from SATSegmentLib.errors import CancelledError, InputError
-from SATSegmentLib.labelserver.jobs import JobConflictError, JobQueue, NotYourJobError, QueueFullError, UnknownJobError
+from SATSegmentLib.labelserver.jobs import (JobConflictError, JobQueue, NotYourJobError, QueueFullError, ServerStoppingError,
+                                            UnknownJobError, cancelled)
 
 
 class Runner:
@@ -182,3 +183,31 @@ def test_an_abandoned_job_is_failed_before_the_gate_and_cancelled_at_it():
     assert queue.status(running.id)["state"] == "cancelled"
     queue.abandon(running)  # finished: nothing changes
     assert queue.status(running.id)["state"] == "cancelled"
+
+
+def test_a_stopping_server_cancels_every_job_says_why_and_takes_no_new_one():
+    queue, release = JobQueue(), threading.Event()
+    runner = Runner(queue)
+    running = runner.start("a", hold=release)
+    _wait(lambda: running.state == "running")
+    waiting = runner.start("b")
+    queue.stop()
+    assert running.cancel.is_set() and waiting.cancel.is_set()
+    _wait(lambda: waiting.id in runner.ended)
+    release.set()
+    runner.join()
+    assert runner.ended == {running.id: "cancelled", waiting.id: "cancelled"}
+    error = cancelled(waiting)
+    assert "(the server is stopping)" in error.message and error.hint == "Send it again once the server is back."
+    with pytest.raises(ServerStoppingError, match="takes no new jobs"):
+        queue.submit(None, "c")
+
+
+def test_the_answer_to_a_cancelled_job_says_when_and_why():
+    queue = JobQueue()
+    job = queue.submit(None, "a")
+    queue.cancel(job.id, reason="its client disconnected")
+    queue.cancel(job.id)  # a second cancel does not change why
+    error = cancelled(job)
+    assert error.message == f"Job {job.id} was cancelled while it waited (its client disconnected); nothing was written."
+    assert error.code == "cancelled" and error.hint == ""

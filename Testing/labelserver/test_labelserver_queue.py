@@ -66,7 +66,7 @@ def test_a_queued_job_is_cancelled_at_once_and_leaves_no_upload_behind(clients, 
                                                                        label_server):
     a, b, (long_id, long_job), (queued_id, queued) = _long_job_then_a_queued_upload(clients, long_scan, ct_path, jobs_helpers)
     assert b.cancel(queued_id) is True
-    assert _cancelled(queued.wait(60)) and "while it waited" in queued.error.message
+    assert _cancelled(queued.wait(60)) and "while it waited (its client cancelled it)" in queued.error.message
     assert a.status(long_id)["state"] == "running"  # another client's job was not touched
     assert b.status(queued_id)["state"] == "cancelled"
     assert a.cancel(long_id) and _cancelled(long_job.wait(120))
@@ -134,3 +134,17 @@ def test_a_killed_client_has_its_job_cancelled_queued_or_running(clients, label_
         if job_id == queued_id:
             assert observer.status(running_id)["state"] == "running"
     assert observer.segment(["spleen"], "ct", image_id="ct").label_names == {"spleen": 1}  # the device is free
+
+
+def test_a_stopping_server_answers_its_running_and_queued_jobs(tmp_path, tiny_model_dir, scan_writers, server_starter,
+                                                              long_scan, ct_path, jobs_helpers):
+    server = server_starter(tmp_path, tiny_model_dir, scan_writers)  # a server of its own, to stop
+    try:
+        clients = lambda name: LabelServerClient(server.url, timeout=300, client_id=name)  # noqa: E731
+        _, _, (_, running), (_, queued) = _long_job_then_a_queued_upload(clients, long_scan, ct_path, jobs_helpers)
+    finally:
+        server.stop()  # as an administrator's Ctrl+C; without the app's handler, uvicorn would wait for the whole queue
+    for job, when in ((running, "while it ran"), (queued, "while it waited")):
+        outcome = job.wait(60)
+        assert _cancelled(outcome) and f"{when} (the server is stopping)" in outcome.message
+        assert outcome.hint == "Send it again once the server is back."

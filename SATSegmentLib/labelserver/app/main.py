@@ -6,9 +6,12 @@ cuda`, `--conf max_memory 40GB` and `--conf feature_cache_mb 8192` set what the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import signal
+import threading
 import traceback
 
 from fastapi import HTTPException, Request
@@ -40,6 +43,7 @@ class SATSegmentApp(MONAILabelApp):
         routes.install(app, self.engine.jobs)
         auth.install(app)
         _answer_request_errors(app)
+        _stop_jobs_on_signals(self.engine.jobs)
 
     def init_infers(self) -> dict:
         return {"sat": SATInferTask(self.engine)}
@@ -88,6 +92,24 @@ def _answer_request_errors(app) -> None:
     app.add_exception_handler(TypeError, params_not_an_object)
     app.add_exception_handler(ValueError, params_not_an_object)
     app.middleware_stack = None  # built at startup, before this app existed: rebuilt with the handlers on the next request
+
+
+def _stop_jobs_on_signals(jobs) -> None:
+    """On Ctrl+C or SIGTERM, cancel every job before uvicorn's own handler starts the shutdown: uvicorn waits for
+    every open request, so the queue would otherwise run to its end (or the server be killed, leaving clients
+    without an answer); each client now gets 'cancelled (the server is stopping)'. Signals can be caught only on
+    the main thread, where MONAI Label builds the app at startup."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
+        if callable(previous):
+            signal.signal(number, functools.partial(_stop_then, jobs, previous))
+
+
+def _stop_then(jobs, previous, number, frame) -> None:
+    threading.Thread(target=jobs.stop, name="stop-jobs").start()  # not in the handler: it may interrupt a lock holder
+    previous(number, frame)
 
 
 def _raised_by_infer_endpoint(exc: Exception) -> bool:

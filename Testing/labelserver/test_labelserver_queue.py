@@ -93,7 +93,7 @@ def test_turns_alternate_between_clients(clients, long_scan, jobs_helpers):
     assert sorted(jobs, key=lambda name: jobs[name][1].ended) == ["a1", "b1", "a2", "a3"]
 
 
-def test_unknown_and_malformed_job_ids(clients, ct_path):
+def test_unknown_malformed_and_reused_job_ids_and_a_malformed_client_id(clients):
     a = clients("a")
     job_id = new_job_id()
     assert a.cancel(job_id) is False and a.status(job_id)["state"] == "unknown"
@@ -109,6 +109,9 @@ def test_unknown_and_malformed_job_ids(clients, ct_path):
         a.segment(["liver"], "ct", image_id="ct", job_id=done_id)
     assert caught.value.status == 409 and caught.value.code == "job_id_in_use"
     assert a.cancel(done_id) is True and a.status(done_id)["state"] == "done"  # known, finished: nothing to stop
+    with pytest.raises(RemoteError, match="'client_id' must be 1 to 64") as caught:
+        clients("a client").segment(["liver"], "ct", image_id="ct")
+    assert caught.value.status == 400
 
 
 def test_a_killed_client_has_its_job_cancelled_queued_or_running(clients, label_server, long_scan, ct_path, jobs_helpers):

@@ -120,13 +120,14 @@ def jobs_helpers():
 
 @pytest.fixture
 def long_scan(tmp_path, volume_writer):
-    """A factory of CT-like scans the tiny model needs tens of seconds for on 2 busy cores (42 windows, each a
-    cancel point); random content every time, so no cached features shorten the job."""
+    """A factory of CT-like scans with random content, so no cached features shorten a job: by default one the
+    tiny model needs tens of seconds for on 2 busy cores (42 windows, each a cancel point); `long_scan((16, 48, 56))`
+    one of about a second (2 windows)."""
     write_volume, ct_like = volume_writer
     count = iter(range(1000))
 
-    def make():
-        path = tmp_path / f"long-{next(count)}.nii.gz"
-        return write_volume(path, ct_like((24, 160, 200), seed=int.from_bytes(os.urandom(4), "little")))
+    def make(shape=(24, 160, 200)):
+        path = tmp_path / f"scan-{next(count)}.nii.gz"
+        return write_volume(path, ct_like(shape, seed=int.from_bytes(os.urandom(4), "little")))
 
     return make

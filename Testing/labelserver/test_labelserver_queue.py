@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "SATSegment"
+SHORT = (16, 48, 56)  # a scan shape the tiny model segments in about a second
 sys.path.insert(0, str(MODULE_DIR))
 from SATSegmentSlicerLib.remote import LabelServerClient, RemoteError, new_job_id  # noqa: E402
 
@@ -83,7 +84,8 @@ def test_turns_alternate_between_clients(clients, long_scan, jobs_helpers):
     jobs = {}
     for name, client in (("a1", a), ("a2", a), ("a3", a), ("b1", b)):  # client a sends three jobs, then b one
         job_id = new_job_id()
-        jobs[name] = (job_id, Background(lambda c=client, j=job_id: c.segment(["spleen"], "ct", image_id="ct", job_id=j)))
+        scan = long_scan(SHORT)  # a job of about a second, no cached features: the answers come in the order the jobs ran
+        jobs[name] = (job_id, Background(lambda c=client, j=job_id, p=scan: c.segment(["spleen"], "ct", image_path=p, job_id=j)))
         wait_until(lambda c=client, j=job_id, n=len(jobs): c.status(j).get("queue_length") == n, what=f"{name} to queue")
     positions = {name: (a if name[0] == "a" else b).status(job_id)["position"] for name, (job_id, _) in jobs.items()}
     assert positions == {"a1": 1, "b1": 2, "a2": 3, "a3": 4}  # first come, first served would put b1 last

@@ -2,7 +2,8 @@
 
 Prints throughput, p50/p95 latency, and checks that every request got exactly one answer, that each answer
 is the one for its own request (label names, and the label image equal to the same request run alone), and
-that no answer was lost. The server runs one job at a time; latency therefore grows with the queue.
+that no answer was lost. The server runs one job at a time, turns round-robin across the clients; latency
+therefore grows with the number of clients.
 
     python benchmarks/bench_monailabel.py [--clients 8] [--requests 10]
 
@@ -88,7 +89,7 @@ def run_load(server: LabelServer, clients: int, requests: int) -> int:
     lock = threading.Lock()
 
     def client_loop(c: int) -> None:
-        client = LabelServerClient(server.url, timeout=3600)
+        client = LabelServerClient(server.url, timeout=3600, client_id=f"bench-client-{c}")  # each its own turns
         for i in range(requests):
             case = (c + i) % len(CASES)
             tic = time.perf_counter()

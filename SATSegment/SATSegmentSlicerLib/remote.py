@@ -1,8 +1,10 @@
-"""Client of a SATSegment MONAI Label server (Qt-free, standard library only): check it, send a job, get the result.
+"""Client of a SATSegment MONAI Label server (Qt-free, standard library only): check it, send a job, follow
+it, cancel it, get the result.
 
 Only the URL the user typed is ever contacted. A result is the file the server returned (a label image, or a
 .seg.nrrd) and the JSON that came with it: label names → values, segments, warnings. Server errors come back
-as `RemoteError` with the server's message, hint and suggestions.
+as `RemoteError` with the server's message, hint and suggestions. `segment` blocks; `status` and `cancel` may
+be called from another thread meanwhile, with the job id `segment` was given (`new_job_id()`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from typing import Sequence
 
 TASK = "sat"
 DEFAULT_TIMEOUT = 600.0
+# Who this process is to the server when it has no authentication: its jobs take turns with other clients' jobs.
+PROCESS_CLIENT_ID = uuid.uuid4().hex
+
+
+def new_job_id() -> str:
+    """A fresh, unguessable job id to give `segment` (and later `status` and `cancel`)."""
+    return uuid.uuid4().hex
 
 
 class RemoteError(Exception):
@@ -57,13 +66,14 @@ class RemoteResult:
 class LabelServerClient:
     """Talks to one server, at the URL the user typed (with an optional bearer token)."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT, client_id: str | None = None) -> None:
         parsed = urllib.parse.urlparse(url.strip())
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise RemoteError(f"{url!r} is not a server address.", "Type it as http://host:port, e.g. http://gpu-server:8000.")
         self.url = url.strip().rstrip("/")
         self.token = token or None
         self.timeout = timeout
+        self.client_id = client_id or PROCESS_CLIENT_ID
 
     def check(self, client_version: str | None = None) -> dict:
         """The server's `sat` task info; RemoteError if it is no SATSegment server or runs another version."""
@@ -80,8 +90,11 @@ class LabelServerClient:
 
     def segment(self, prompts: Sequence[str], modality: str = "auto", *, image_id: str | None = None,
                 image_path: str | Path | None = None, sat_model: str | None = None, roi: Sequence[float] | None = None,
-                output_format: str = "labelmap", allow_free_text: bool = False) -> RemoteResult:
-        """Segment an image of the server's datastore (`image_id`) or a file uploaded with the request (`image_path`)."""
+                output_format: str = "labelmap", allow_free_text: bool = False, job_id: str | None = None) -> RemoteResult:
+        """Segment an image of the server's datastore (`image_id`) or a file uploaded with the request (`image_path`).
+
+        `job_id` (from `new_job_id()`) names the job for `status` and `cancel`; a cancelled job raises
+        RemoteError with code "cancelled"."""
         if (image_id is None) == (image_path is None):
             raise ValueError("give exactly one of image_id and image_path")
         params: dict = {"prompts": list(prompts), "modality": modality, "output_format": output_format}
@@ -91,10 +104,33 @@ class LabelServerClient:
         fields = {"params": (None, json.dumps(params).encode(), "application/json")}
         if image_path is not None:
             fields["file"] = (Path(image_path).name, Path(image_path).read_bytes(), "application/octet-stream")
-        query = urllib.parse.urlencode({"image": image_id or "", "output": "all"})
+        query = urllib.parse.urlencode({"image": image_id or "", "output": "all", "client_id": self.client_id,
+                                        **({"job_id": job_id} if job_id else {})})
         body, content_type = encode_multipart(fields)
         _, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type)
         return _result(headers.get("Content-Type", ""), data)
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the server to stop job `job_id` (queued: it leaves the queue; running: it stops soon); True if the
+        server knew the job. An id the server does not know yet stays cancelled there, so a request still on its
+        way is refused when it arrives."""
+        try:
+            self._json("DELETE", _job_path(job_id))
+        except RemoteError as error:
+            if error.code == "unknown_job":
+                return False
+            raise _without_jobs(error)
+        return True
+
+    def status(self, job_id: str) -> dict:
+        """{"state": "queued" | "running" | "done" | "failed" | "cancelled" | "unknown", "position": jobs that run
+        before it starts (the running one included), 0 once it runs}."""
+        try:
+            return self._json("GET", _job_path(job_id))
+        except RemoteError as error:
+            if error.code == "unknown_job":
+                return {"job_id": job_id, "state": "unknown", "position": 0}
+            raise _without_jobs(error)
 
     def _json(self, method: str, path: str) -> dict:
         _, _, data = self._request(method, path)
@@ -113,7 +149,7 @@ class LabelServerClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:
-            raise _server_error(exc.code, exc.read()) from None
+            raise _server_error(exc.code, exc.read(), bool(self.token)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RemoteError(f"Cannot reach {self.url}: {reason}.", "Check the address, that the server runs, and the network.") from None
@@ -143,7 +179,19 @@ def _result(content_type: str, data: bytes) -> RemoteResult:
     return RemoteResult(file_name, payload, params)
 
 
-def _server_error(status: int, data: bytes) -> RemoteError:
+def _job_path(job_id: str) -> str:
+    return f"/{TASK}/jobs/{urllib.parse.quote(job_id, safe='')}"
+
+
+def _without_jobs(error: RemoteError) -> RemoteError:
+    """A plain 404 (no route) from a server too old to follow and cancel jobs, said so; other errors as they are."""
+    if error.status == 404 and error.code == "remote_error":
+        return RemoteError("This server cannot follow or cancel jobs.", "Ask the administrator to update SATSegment on the server.",
+                           404, "not_supported")
+    return error
+
+
+def _server_error(status: int, data: bytes, sent_token: bool = False) -> RemoteError:
     """RemoteError from an HTTP error answer: our JSON body when there is one, else the status line."""
     try:
         detail = json.loads(data).get("detail")
@@ -152,8 +200,13 @@ def _server_error(status: int, data: bytes) -> RemoteError:
     if isinstance(detail, dict):
         return RemoteError(str(detail.get("message", "")), str(detail.get("hint", "")), status,
                            str(detail.get("code", "remote_error")), detail.get("suggestions") or ())
+    if status == 401 and not sent_token:
+        return RemoteError("The server needs a token.", "Enter the token the administrator gave you.", status, "unauthorized")
     if status == 401:
-        return RemoteError("The server needs a valid token.", "Enter the token the administrator gave you.", status, "unauthorized")
+        return RemoteError("The server refused the token.", "Enter a valid token; it may have expired.", status, "unauthorized")
+    if status == 403:
+        return RemoteError(f"The server refused this request: {detail}", "Ask the administrator for access to SATSegment.",
+                           status, "forbidden")
     return RemoteError(f"The server answered HTTP {status}: {str(detail or data[:200].decode(errors='replace'))}", "", status)
 
 

@@ -1,5 +1,5 @@
 """The server's engine: one `job.Worker` (model loaded once, text embeddings and backbone features
-cached) shared by every client, running one job at a time in the order requests arrived.
+cached) shared by every client, running one job at a time, turns shared round-robin across clients (`jobs`).
 
 `InferEngine.infer` takes a client's params and an image path and returns the result file and the
 JSON that goes back with it: the label names and values, the segments, warnings, timings, cache use.
@@ -10,61 +10,49 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 from .. import __version__
+from ..errors import CancelledError
 from ..job import Worker
+from .jobs import Job, JobQueue, cancelled
 from .labelmap import write_labelmap
 from .params import InferParams, ServerSettings, parse_params
 
 
-class FairGate:
-    """One holder at a time, served strictly in the order they asked (a ticket queue, no barging)."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._next_ticket = 0
-        self._serving = 0
-
-    @property
-    def waiting(self) -> int:
-        """Callers that hold or wait for the gate."""
-        with self._condition:
-            return self._next_ticket - self._serving
-
-    def __enter__(self) -> "FairGate":
-        with self._condition:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            self._condition.wait_for(lambda: self._serving == ticket)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._condition:
-            self._serving += 1
-            self._condition.notify_all()
-
-
 class InferEngine:
-    """Runs `sat` requests on one shared Worker, one at a time, first come first served."""
+    """Runs `sat` requests on one shared Worker, one at a time; `jobs` queues them and lets clients cancel them."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.worker = Worker(settings.feature_cache_mb, settings.max_memory)
-        self.gate = FairGate()
+        self.jobs = JobQueue()
 
-    def infer(self, params: dict, image: str) -> tuple[str, dict]:
-        """Segment `image` as `params` ask; returns (result file path, result JSON). The file is a temporary
-        file the caller removes; nothing else the job wrote is left. Raises SATSegmentError (BadRequestError for params)."""
+    def infer(self, params: dict, image: str, job_id: str | None = None) -> tuple[str, dict]:
+        """Segment `image` as `params` ask, as the registered job `job_id` (a new anonymous job if there is none);
+        returns (result file path, result JSON). The file is a temporary file the caller removes; nothing else
+        the job wrote is left. Raises SATSegmentError (BadRequestError for params, CancelledError when cancelled)."""
+        job = self.jobs.get(job_id) or self.jobs.submit(None, "local")
+        state = "failed"
+        try:
+            answer = self._run(job, params, image)
+            state = "done"
+            return answer
+        except CancelledError:
+            state = "cancelled"
+            raise cancelled(job) from None
+        finally:
+            self.jobs.finish(job, state)
+
+    def _run(self, job: Job, params: dict, image: str) -> tuple[str, dict]:
         workdir = Path(tempfile.mkdtemp(prefix="satsegment-infer-"))
         try:
-            job = parse_params(params, image, workdir, self.settings)
+            request = parse_params(params, image, workdir, self.settings)
             warnings: list[dict] = []
-            with self.gate:
-                result = self.worker.run(job.request, lambda event: _keep_warning(event, warnings))
-            path, overlap = _result_file(job, result, workdir)
-            return _move_out(path), {**_result_json(job, result, warnings), "overlap_voxels": overlap}
+            with self.jobs.turn(job):
+                result = self.worker.run(request.request, lambda event: _keep_warning(event, warnings), job.cancel)
+            path, overlap = _result_file(request, result, workdir)
+            return _move_out(path), {**_result_json(request, result, warnings), "overlap_voxels": overlap, "job_id": job.id}
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -7,13 +7,19 @@ import re
 from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
                       SATSegmentError, UnknownPromptError, as_user_error)
 from ..server import BadRequestError
+from .jobs import JobConflictError, NotYourJobError, QueueFullError, ServerStoppingError, UnknownJobError
 
-# Most specific first: UnknownPromptError and BadRequestError are InputErrors.
+# Most specific first: UnknownPromptError, BadRequestError and JobConflictError are InputErrors.
 _STATUS: tuple[tuple[type[SATSegmentError], int], ...] = (
     (BadRequestError, 400),      # params of the wrong shape or type
+    (JobConflictError, 409),     # a job id used twice
+    (UnknownJobError, 404),
+    (NotYourJobError, 403),      # another user's job
+    (QueueFullError, 503),
+    (ServerStoppingError, 503),
     (UnknownPromptError, 422),   # understood, but not in SAT's vocabulary: the body has suggestions
     (InputError, 422),           # the image, prompts, modality or ROI cannot be used
-    (CancelledError, 409),
+    (CancelledError, 409),       # cancelled by its client (or the client disconnected)
     (OutOfMemoryError, 503),     # the server is short of memory now; a smaller ROI or a later try may work
     (DeviceError, 503),
     (ModelError, 503),           # the server's model files: the administrator's to fix

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -34,15 +35,20 @@ def free_port() -> int:
 
 
 class LabelServer:
-    """`satsegment server` serving `models` ('name=/folder,...') from the `studies` folder, on the CPU."""
+    """`satsegment server` serving `models` ('name=/folder,...') from the `studies` folder, on the CPU; `env`
+    adds to its environment (e.g. MONAI Label's authentication settings)."""
 
-    def __init__(self, python: str, root: Path, studies: Path, models: str, feature_cache_mb: float = 512) -> None:
+    def __init__(self, python: str, root: Path, studies: Path, models: str, feature_cache_mb: float = 512,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.root, self.studies = Path(root), Path(studies)
         self.log = self.root / "server.log"
+        self.tmp = self.root / "server-tmp"  # the server's temporary files (uploaded scans, results)
+        self.tmp.mkdir(exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(REPO), "SATSEGMENT_HOME": str(self.root / "home"), "HOME": str(self.root),
-               "SATSEGMENT_MODEL_URL_BASE": "http://127.0.0.1:9", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+               "SATSEGMENT_MODEL_URL_BASE": "http://127.0.0.1:9", "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false",
+               "TMPDIR": str(self.tmp), **(env or {})}
         command = [python, "-m", "SATSegmentLib", "server", "--studies", str(studies), "--models", models,
                    "--device", "cpu", "--feature-cache-mb", str(feature_cache_mb), "--port", str(self.port)]
         with open(self.log, "wb") as log:
@@ -57,6 +63,8 @@ class LabelServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/info/", timeout=5):
                     return
+            except urllib.error.HTTPError:  # an answer all the same (401 with authentication on)
+                return
             except OSError:
                 time.sleep(0.5)
         self.stop()

@@ -1,10 +1,9 @@
 """The server's engine without HTTP: params checked like the worker's, prompts resolved like the CLI's,
-results as label images or .seg.nrrd with label names, one job at a time in arrival order."""
+results as label images or .seg.nrrd with label names, cancelled jobs."""
 
 from __future__ import annotations
 
-import threading
-import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from SATSegmentLib.errors import InputError, UnknownPromptError
-from SATSegmentLib.labelserver.engine import FairGate
+from SATSegmentLib.errors import CancelledError, InputError, UnknownPromptError
 from SATSegmentLib.labelserver.labelmap import write_labelmap
 from SATSegmentLib.labelserver.params import ServerSettings, parse_params
 from SATSegmentLib.server import BadRequestError
@@ -126,28 +124,15 @@ def test_the_label_image_gives_overlapping_voxels_to_the_first_mask(tmp_path):
     assert sitk.GetArrayFromImage(labels)[0, :, 0].tolist() == [1, 1, 1, 2, 2]
 
 
-def test_the_gate_serves_callers_one_at_a_time_in_arrival_order():
-    gate, order, inside, most = FairGate(), [], [0], [0]
-    lock = threading.Lock()
-
-    def job(n):
-        with gate:
-            with lock:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            order.append(n)
-            time.sleep(0.01)
-            with lock:
-                inside[0] -= 1
-
-    threads = []
-    for n in range(8):
-        threads.append(threading.Thread(target=job, args=(n,)))
-        threads[-1].start()
-        time.sleep(0.002)  # each asks after the previous one
-    for thread in threads:
-        thread.join(10)
-    assert order == list(range(8)) and most[0] == 1 and gate.waiting == 0
+def test_a_cancelled_job_is_refused_and_leaves_no_files_and_others_run(engine, ct_path, tmp_path):
+    job = engine.jobs.submit(uuid.uuid4().hex, "client:a")
+    engine.jobs.cancel(job.id)
+    with pytest.raises(CancelledError):
+        engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), job.id)
+    assert engine.jobs.status(job.id)["state"] == "cancelled" and list((tmp_path / "engine-temp").iterdir()) == []
+    other = engine.jobs.submit(uuid.uuid4().hex, "client:b")
+    _, info = engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), other.id)
+    assert info["job_id"] == other.id and engine.jobs.status(other.id)["state"] == "done"
 
 
 def test_satsegment_server_starts_monai_label_with_the_app():

@@ -1,10 +1,8 @@
-"""A server restarted between requests answers as before; a client killed mid-request does not stop the server."""
+"""A server restarted between requests answers as before (a client killed mid-request: test_labelserver_queue.py)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +32,14 @@ def _labels(server: LabelServer, folder: Path, image_id: str = "ct") -> np.ndarr
     return sitk.GetArrayFromImage(sitk.ReadImage(str(result.save(folder))))
 
 
-def test_a_restarted_server_answers_as_before_and_a_killed_client_does_not_stop_it(tmp_path, tiny_model_dir, volume_writer):
+def test_a_restarted_server_answers_as_before(tmp_path, tiny_model_dir, volume_writer):
     write_volume, ct_like = volume_writer
     studies = tmp_path / "studies"
     studies.mkdir()
     write_volume(studies / "ct.nii.gz", ct_like())
-    big = write_volume(tmp_path / "big.nii.gz", ct_like((24, 160, 200)), spacing=(1.5, 1.5, 3.0))
     server = _start(tmp_path, studies, tiny_model_dir)
     try:
         before = _labels(server, tmp_path / "before")
-        # a client that uploads a larger scan and is killed while the server works on it
-        script = (f"import sys; sys.path.insert(0, {str(MODULE_DIR)!r}); from SATSegmentSlicerLib.remote import LabelServerClient; "
-                  f"LabelServerClient({server.url!r}).segment(['liver'], 'ct', image_path={str(big)!r})")
-        client = subprocess.Popen([sys.executable, "-c", script])
-        deadline = time.monotonic() + 120
-        while server.log.read_text(errors="replace").count("Infer Request") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)  # until the server has the killed client's request
-        assert client.poll() is None, "the client finished before it could be killed: use a larger scan"
-        client.kill()
-        client.wait()
-        assert np.array_equal(_labels(server, tmp_path / "after-kill"), before)  # served once the orphaned job ends
     finally:
         assert server.stop() is not None
     restarted = _start(tmp_path, studies, tiny_model_dir)

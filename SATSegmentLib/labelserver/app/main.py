@@ -6,9 +6,12 @@ cuda`, `--conf max_memory 40GB` and `--conf feature_cache_mb 8192` set what the 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import signal
+import threading
 import traceback
 
 from fastapi import HTTPException, Request
@@ -17,29 +20,39 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
 from SATSegmentLib import __version__
+from SATSegmentLib.labelserver import auth, routes
 from SATSegmentLib.labelserver.engine import InferEngine
 from SATSegmentLib.labelserver.httperrors import not_found
 from SATSegmentLib.labelserver.params import ServerSettings
-from SATSegmentLib.labelserver.task import SATInferTask
+from SATSegmentLib.labelserver.task import JOB_KEY, SATInferTask
 
 logger = logging.getLogger(__name__)
 
 
 class SATSegmentApp(MONAILabelApp):
-    """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients)."""
+    """One infer task, `sat`, backed by one engine (model loaded once, caches shared by all clients), served
+    by our own routes (off the event loop, with a job queue and cancel) and a working token check."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        from monailabel.app import app
+
         self.settings = ServerSettings.from_conf(conf or {})
         self.engine = InferEngine(self.settings)
         super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="SATSegment",
                          description="Text-prompted 3D segmentation with SAT", version=__version__)
-        _answer_request_errors()
+        routes.install(app, self.engine.jobs)
+        auth.install(app)
+        _answer_request_errors(app)
+        _stop_jobs_on_signals(self.engine.jobs)
 
     def init_infers(self) -> dict:
         return {"sat": SATInferTask(self.engine)}
 
     def infer(self, request: dict, datastore=None) -> dict:
-        """Refuse an image id the datastore does not hold (MONAI Label would run on an empty path)."""
+        """Run as the job our route registered for this request (None: the engine makes one); refuse an image id
+        the datastore does not hold (MONAI Label would run on an empty path)."""
+        job = self.engine.jobs.current()
+        request = {**request, JOB_KEY: job.id if job else None}
         image = request.get("image")
         store = datastore or self.datastore()
         if isinstance(image, str) and image and not os.path.exists(image) and not _known(store, image):
@@ -53,11 +66,9 @@ class SATSegmentApp(MONAILabelApp):
         not offer (results go back as a label image or .seg.nrrd); nothing is downloaded."""
 
 
-def _answer_request_errors() -> None:
+def _answer_request_errors(app) -> None:
     """Answer what MONAI Label leaves as a bare 500 with our kind of body: params that are not JSON (400), an
     unknown infer task or other invalid input (400)."""
-    from monailabel.app import app
-
     async def bad_json(request: Request, exc: json.JSONDecodeError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": {
             "code": "bad_request", "exit_code": 2, "message": f"'params' is not valid JSON: {exc.msg} (column {exc.colno}).",
@@ -81,6 +92,24 @@ def _answer_request_errors() -> None:
     app.add_exception_handler(TypeError, params_not_an_object)
     app.add_exception_handler(ValueError, params_not_an_object)
     app.middleware_stack = None  # built at startup, before this app existed: rebuilt with the handlers on the next request
+
+
+def _stop_jobs_on_signals(jobs) -> None:
+    """On Ctrl+C or SIGTERM, cancel every job before uvicorn's own handler starts the shutdown: uvicorn waits for
+    every open request, so the queue would otherwise run to its end (or the server be killed, leaving clients
+    without an answer); each client now gets 'cancelled (the server is stopping)'. Signals can be caught only on
+    the main thread, where MONAI Label builds the app at startup."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
+        if callable(previous):
+            signal.signal(number, functools.partial(_stop_then, jobs, previous))
+
+
+def _stop_then(jobs, previous, number, frame) -> None:
+    threading.Thread(target=jobs.stop, name="stop-jobs").start()  # not in the handler: it may interrupt a lock holder
+    previous(number, frame)
 
 
 def _raised_by_infer_endpoint(exc: Exception) -> bool:

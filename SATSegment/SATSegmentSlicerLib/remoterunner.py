@@ -9,13 +9,11 @@ the end in the main thread, where the result goes through exactly the import of 
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 import time
-import uuid
 
-from .remote import LabelServerClient, RemoteError
+from .remote import LabelServerClient, RemoteError, new_job_id
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
@@ -44,7 +42,7 @@ class RemoteRunner(RunnerBase):
     def start(self, request: RunRequest) -> str:
         """Export the volume and send the job from a worker thread; returns the job id. The scene is not changed."""
         inputPath = self._prepare(request)
-        jobId = uuid.uuid4().hex
+        jobId = new_job_id()
         self._jobId, self._cancelDeadline, self._done = jobId, None, threading.Event()
         options = self._options(request)
         threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options), daemon=True).start()
@@ -59,17 +57,12 @@ class RemoteRunner(RunnerBase):
             model = request.model if request.model in served else None  # else the server's default model
             result = self.client.segment(request.prompts, request.modality, image_path=inputPath, roi=options.get("roi"),
                                          sat_model=model,
-                                         output_format="seg.nrrd", allow_free_text=request.allowFreeText,
-                                         **self._jobKeyword(jobId))
+                                         output_format="seg.nrrd", allow_free_text=request.allowFreeText, job_id=jobId)
             self._events.put((jobId, "result", result))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
         except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
             self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
-
-    def _jobKeyword(self, jobId: str) -> dict:
-        """`job_id=` for a client that sends job ids (remote.py with cancel/status); none for one without."""
-        return {"job_id": jobId} if "job_id" in inspect.signature(self.client.segment).parameters else {}
 
     def _watch(self, jobId: str, done: threading.Event) -> None:
         """Status thread: where the job is on the server, about every second, until it ends."""
@@ -80,17 +73,13 @@ class RemoteRunner(RunnerBase):
 
     def jobStatus(self, jobId: str) -> dict | None:
         """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
-        if not hasattr(self.client, "status"):
-            return None
         try:
             return self.client.status(jobId)
         except RemoteError:
             return None
 
     def askCancel(self, jobId: str) -> bool:
-        """Ask the server to stop the job; False when it does not know it (or has no cancel route: 404)."""
-        if not hasattr(self.client, "cancel"):
-            return False
+        """Ask the server to stop the job; False when it does not know it (yet), or cannot be asked."""
         try:
             return bool(self.client.cancel(jobId))
         except RemoteError:

@@ -119,6 +119,21 @@ def test_cancel_ends_the_run_at_once_and_changes_nothing(scene, small_ct, label_
     assert _names(output) == ["liver"] and len(runner.outcomes) == 1
 
 
+def test_cancel_of_a_running_job_stops_it_on_the_server(scene, ct_volume, label_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.05)
+    runner = _runner(label_server.url, tmp_path)
+    jobId = runner.start(RunRequest(ct_volume, ["liver", "spleen", "left kidney"], "ct"))  # the whole CT: many windows
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not any(e.get("state") == "running" for e in runner.events) and runner.busy and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.05)
+    assert runner.busy, "the job ended before it could be cancelled"
+    runner.cancel()
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert [o.status for o in runner.outcomes] == ["cancelled"]
+    assert runner.client.status(jobId)["state"] == "cancelled"  # stopped there, not merely abandoned here
+
+
 class _CancellingClient(LabelServerClient):
     """The real client; the cancel and status routes of remote.py's API recorded as the runner calls them."""
 

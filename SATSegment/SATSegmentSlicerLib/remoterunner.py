@@ -1,6 +1,9 @@
-"""One SAT run on a SATSegment server (MONAI Label): export the volume, upload it, import the result.
+"""One SAT run on a SATSegment server (MONAI Label): export the volume, upload it (or name its series when the
+server's datastore is the PACS it came from), import the result.
 
-The volume goes only to the server the user typed. The request blocks in a worker thread
+The volume goes only to the server the user typed. A volume loaded from DICOM and unchanged since is not
+uploaded when the server's datastore is a DICOMweb server holding its series with as many instances as Slicer
+loaded (`GET /sat/images/{SeriesInstanceUID}`): the server reads the series itself, on the same grid. The request blocks in a worker thread
 (`remote.LabelServerClient`, standard library HTTP); a second thread asks the server where the job is
 (`status`: queued with n jobs ahead, running). `poll()`, called from the GUI's timer, delivers progress and
 the end in the main thread, where the result goes through exactly the import of local results
@@ -13,10 +16,14 @@ import queue
 import threading
 import time
 
+import slicer
+
+from .dicomlinks import INSTANCE_UIDS
 from .remote import LabelServerClient, RemoteError, new_job_id
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
+SERIES_UID_TAG = "0020,000E"
 CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
 # one that did not know the job, e.g. still receiving the upload, is asked again for that long)
 
@@ -44,25 +51,42 @@ class RemoteRunner(RunnerBase):
         inputPath = self._prepare(request)
         jobId = new_job_id()
         self._jobId, self._cancelDeadline, self._done = jobId, None, threading.Event()
-        options = self._options(request)
-        threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options), daemon=True).start()
-        threading.Thread(target=self._watch, args=(jobId, self._done), daemon=True).start()
+        options = {**self._options(request), "series": dicomSeries(request.volumeNode)}
+        threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options, self._done), daemon=True).start()
         return jobId
 
-    def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict) -> None:
+    def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict, done: threading.Event) -> None:
         """Worker thread: check the server's version, then send the job (with the chosen model when the server
-        serves it) and wait for its answer."""
+        serves it; the volume or its series' name) and wait for its answer, its status followed meanwhile."""
         try:
             served = self.client.check(self.clientVersion).get("models", [])
             model = request.model if request.model in served else None  # else the server's default model
-            result = self.client.segment(request.prompts, request.modality, image_path=inputPath, roi=options.get("roi"),
-                                         sat_model=model,
+            image = self._imageOnServer(jobId, options["series"])
+            threading.Thread(target=self._watch, args=(jobId, done), daemon=True).start()  # after saying which
+            result = self.client.segment(request.prompts, request.modality, image_id=image,
+                                         image_path=None if image else inputPath, roi=options.get("roi"), sat_model=model,
                                          output_format="seg.nrrd", allow_free_text=request.allowFreeText, job_id=jobId)
             self._events.put((jobId, "result", result))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
         except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
             self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
+
+    def _imageOnServer(self, jobId: str, series: tuple[str, int] | None) -> str | None:
+        """Worker thread: the SeriesInstanceUID to name when the server's datastore is a PACS holding the volume's
+        series (the same number of instances), else None (upload); says which as progress."""
+        info = None
+        if series is not None:
+            try:
+                info = self.client.image_info(series[0])
+            except RemoteError:  # the PACS behind the server failed to answer: the upload needs no PACS
+                info = None
+        fromPacs = bool(info and info.get("datastore") == "dicomweb" and info.get("exists")
+                        and info.get("instances") == series[1])
+        self._events.put((jobId, "status", {"state": "reading from the PACS" if fromPacs else "uploading", "position": 0,
+                                            "message": "the server reads the series from the PACS" if fromPacs
+                                            else "uploading the volume"}))
+        return series[0] if fromPacs else None
 
     def _watch(self, jobId: str, done: threading.Event) -> None:
         """Status thread: where the job is on the server, about every second, until it ends."""
@@ -116,9 +140,10 @@ class RemoteRunner(RunnerBase):
 
     def _handle(self, kind: str, payload) -> None:
         if kind == "status":
-            self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
-                             "position": payload.get("position", 0), "fraction": None,
-                             "message": _statusText(payload)})
+            if payload.get("state") != "unknown":  # not on the server yet (uploading): what was said stays
+                self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
+                                 "position": payload.get("position", 0), "fraction": None,
+                                 "message": payload.get("message") or _statusText(payload)})
             return
         self._done.set()
         if kind == "result":
@@ -144,6 +169,21 @@ class RemoteRunner(RunnerBase):
             self.cancel()
             self._events.put((self._jobId, "abandoned", None))
             self.poll()
+
+
+def dicomSeries(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int] | None:
+    """(SeriesInstanceUID, number of instances) of a volume Slicer loaded from DICOM and that is unchanged since
+    (its voxels and grid are the series'); None otherwise. The UID is the subject hierarchy's, else the database's."""
+    instances = (volumeNode.GetAttribute(INSTANCE_UIDS) or "").split()
+    if not instances or volumeNode.GetModifiedSinceRead():
+        return None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volumeNode.GetScene())
+    item = hierarchy.GetItemByDataNode(volumeNode) if hierarchy is not None else 0
+    uid = hierarchy.GetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName()) if item else ""
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uid and database is not None:
+        uid = database.instanceValue(instances[0], SERIES_UID_TAG)
+    return (uid, len(instances)) if uid else None
 
 
 def _statusText(status: dict) -> str:

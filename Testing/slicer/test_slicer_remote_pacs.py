@@ -12,7 +12,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from SATSegmentSlicerLib.remote import LabelServerClient  # noqa: E402
+from SATSegmentSlicerLib.remote import LabelServerClient, RemoteError  # noqa: E402
 from SATSegmentSlicerLib.remoterunner import RemoteRunner, dicomSeries  # noqa: E402
 from SATSegmentSlicerLib.runner import RunRequest  # noqa: E402
 from test_slicer_results import _onVolumeGrid  # noqa: E402
@@ -90,11 +90,18 @@ class _SpyClient(LabelServerClient):
         return super()._request(method, path, body, content_type)
 
 
-def _run(url: str, tmp_path: Path, request: RunRequest):
+class _PacsDownClient(_SpyClient):
+    """The server's PACS fails to say whether it holds the series (502, as the route answers then)."""
+
+    def image_info(self, image_id: str) -> dict:
+        raise RemoteError("The server's datastore failed to deliver it: connection refused", status=502, code="datastore_error")
+
+
+def _run(url: str, tmp_path: Path, request: RunRequest, clientClass: type = _SpyClient):
     """(outcome, client, progress events) of one remote run."""
     from SATSegmentLib import __version__
 
-    client, progress, outcomes = _SpyClient(url), [], []
+    client, progress, outcomes = clientClass(url), [], []
     runs = tmp_path / f"runs-{len(list(tmp_path.iterdir()))}"
     runs.mkdir()
     runner = RemoteRunner(client, progress.append, outcomes.append, str(runs), __version__)
@@ -137,13 +144,14 @@ def test_a_volume_from_the_pacs_series_is_named_not_uploaded_and_its_result_is_t
         np.testing.assert_array_equal(namedMasks[name], uploadedMasks[name])
 
 
-def test_a_series_the_pacs_does_not_hold_or_holds_otherwise_is_uploaded(scene, pacs_server, tmp_path):
+def test_a_series_the_pacs_does_not_hold_holds_otherwise_or_cannot_tell_is_uploaded(scene, pacs_server, tmp_path):
     server, series, folder = pacs_server
     elsewhere = _loadedFromDicom(scene, folder, "1.2.826.0.1.3680043.8.498.1")  # another site's series
     fewer = _loadedFromDicom(scene, folder, series, "part of the series")
     fewer.SetAttribute("DICOM.instanceUIDs", " ".join(fewer.GetAttribute("DICOM.instanceUIDs").split()[1:]))
-    for volume in (elsewhere, fewer):
-        _, client, said = _run(server.url, tmp_path, RunRequest(volume, ["liver"], "ct"))
+    whole = _loadedFromDicom(scene, folder, series, "the series, the PACS down")
+    for volume, clientClass in ((elsewhere, _SpyClient), (fewer, _SpyClient), (whole, _PacsDownClient)):
+        _, client, said = _run(server.url, tmp_path, RunRequest(volume, ["liver"], "ct"), clientClass)
         assert client.infer_bytes[0] > UPLOAD_BYTES and "uploading the volume" in said
 
 

@@ -12,18 +12,23 @@ the end in the main thread, where the result goes through exactly the import of 
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
+from typing import Callable
 
 import slicer
 
 from .dicomlinks import INSTANCE_UIDS
-from .remote import LabelServerClient, RemoteError, new_job_id
+from .remote import LabelServerClient, RemoteError, RemoteResult, new_job_id
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
 SERIES_UID_TAG = "0020,000E"
+# what the server answers when it cannot read a series from its PACS (cannot fetch it, refuses its geometry, no
+# longer has it): the volume is uploaded instead
+PACS_FAILURES = ("datastore_error", "bad_input", "not_found")
 CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
 # one that did not know the job, e.g. still receiving the upload, is asked again for that long)
 
@@ -45,6 +50,7 @@ class RemoteRunner(RunnerBase):
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
         self._cancelDeadline: float | None = None
+        self._serverIds: dict[str, str] = {}  # a run's job id -> the server's, when a retry needed a new one
 
     def start(self, request: RunRequest) -> str:
         """Export the volume and send the job from a worker thread; returns the job id. The scene is not changed."""
@@ -63,9 +69,10 @@ class RemoteRunner(RunnerBase):
             model = request.model if request.model in served else None  # else the server's default model
             image = self._imageOnServer(jobId, options["series"])
             threading.Thread(target=self._watch, args=(jobId, done), daemon=True).start()  # after saying which
-            result = self.client.segment(request.prompts, request.modality, image_id=image,
-                                         image_path=None if image else inputPath, roi=options.get("roi"), sat_model=model,
-                                         output_format="seg.nrrd", allow_free_text=request.allowFreeText, job_id=jobId)
+            send = functools.partial(self.client.segment, request.prompts, request.modality, roi=options.get("roi"),
+                                     sat_model=model, output_format="seg.nrrd", allow_free_text=request.allowFreeText)
+            result = self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
+                                                                                                  job_id=jobId)
             self._events.put((jobId, "result", result))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
@@ -88,6 +95,19 @@ class RemoteRunner(RunnerBase):
                                             else "uploading the volume"}))
         return series[0] if fromPacs else None
 
+    def _fromPacsElseUpload(self, jobId: str, send: Callable[..., RemoteResult], image: str, inputPath: str) -> RemoteResult:
+        """Worker thread: the job on the series the server reads from its PACS; when it cannot read it, the job
+        again on the uploaded volume (under a new job id: the server refuses one it has seen)."""
+        try:
+            return send(image_id=image, job_id=jobId)
+        except RemoteError as exc:
+            if exc.code not in PACS_FAILURES or self._jobId != jobId or self._cancelDeadline is not None:
+                raise
+            self._events.put((jobId, "status", {"state": "uploading", "position": 0, "message": "uploading the volume "
+                                                f"(the server could not read the series from the PACS: {exc.message})"}))
+        self._serverIds[jobId] = new_job_id()
+        return send(image_path=inputPath, job_id=self._serverIds[jobId])
+
     def _watch(self, jobId: str, done: threading.Event) -> None:
         """Status thread: where the job is on the server, about every second, until it ends."""
         while not done.wait(STATUS_INTERVAL_S):
@@ -98,14 +118,14 @@ class RemoteRunner(RunnerBase):
     def jobStatus(self, jobId: str) -> dict | None:
         """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
         try:
-            return self.client.status(jobId)
+            return self.client.status(self._serverIds.get(jobId, jobId))
         except RemoteError:
             return None
 
     def askCancel(self, jobId: str) -> bool:
         """Ask the server to stop the job; False when it does not know it (yet), or cannot be asked."""
         try:
-            return bool(self.client.cancel(jobId))
+            return bool(self.client.cancel(self._serverIds.get(jobId, jobId)))
         except RemoteError:
             return False
 
@@ -146,6 +166,7 @@ class RemoteRunner(RunnerBase):
                                  "message": payload.get("message") or _statusText(payload)})
             return
         self._done.set()
+        self._serverIds.pop(self._jobId, None)
         if kind == "result":
             (self._workDir / RESULT_FILE).write_bytes(payload.data)
             params = payload.params

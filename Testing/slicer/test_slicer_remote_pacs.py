@@ -18,7 +18,7 @@ from SATSegmentSlicerLib.runner import RunRequest  # noqa: E402
 from test_slicer_results import _onVolumeGrid  # noqa: E402
 
 RUN_TIMEOUT = 240
-UPLOAD_BYTES = 96 * 96 * 20 * 2  # the cropped series as int16 voxels: an infer request at least this big uploaded it
+UPLOAD_BYTES = 96 * 96 * 19 * 2  # 19 slices of the cropped series as int16: an infer request this big uploaded them
 DICOMWEB_TESTS = Path(__file__).resolve().parents[1] / "labelserver" / "test_labelserver_dicomweb.py"
 
 
@@ -48,7 +48,7 @@ def pacs_server(tmp_path_factory, tiny_model_dir, examples_dir):
     except ServerStartError as exc:
         orthanc.stop()
         pytest.fail(str(exc))
-    yield server, series, root / "series"
+    yield server, series, root / "series", orthanc
     server.stop()
     orthanc.stop()
 
@@ -128,7 +128,7 @@ def _roi(scene, volume):
 
 
 def test_a_volume_from_the_pacs_series_is_named_not_uploaded_and_its_result_is_the_uploaded_one(scene, pacs_server, tmp_path):
-    server, series, folder = pacs_server
+    server, series, folder, _ = pacs_server
     fromDicom, plain = _loadedFromDicom(scene, folder, series), _loadedFromDicom(scene, folder, None, "same voxels")
     named, namedClient, namedSaid = _run(server.url, tmp_path, RunRequest(fromDicom, ["liver", "spleen"], "ct",
                                                                           roiNode=_roi(scene, fromDicom)))
@@ -145,7 +145,7 @@ def test_a_volume_from_the_pacs_series_is_named_not_uploaded_and_its_result_is_t
 
 
 def test_a_series_the_pacs_does_not_hold_holds_otherwise_or_cannot_tell_is_uploaded(scene, pacs_server, tmp_path):
-    server, series, folder = pacs_server
+    server, series, folder, _ = pacs_server
     elsewhere = _loadedFromDicom(scene, folder, "1.2.826.0.1.3680043.8.498.1")  # another site's series
     fewer = _loadedFromDicom(scene, folder, series, "part of the series")
     fewer.SetAttribute("DICOM.instanceUIDs", " ".join(fewer.GetAttribute("DICOM.instanceUIDs").split()[1:]))
@@ -156,7 +156,7 @@ def test_a_series_the_pacs_does_not_hold_holds_otherwise_or_cannot_tell_is_uploa
 
 
 def test_a_folder_datastore_gets_the_volume_uploaded(scene, label_server, pacs_server, tmp_path):
-    _, series, folder = pacs_server
+    _, series, folder, _ = pacs_server
     volume = _loadedFromDicom(scene, folder, series)
     assert LabelServerClient(label_server.url).image_info(series) == {"image_id": series, "datastore": "local", "exists": False}
     _, client, said = _run(label_server.url, tmp_path, RunRequest(volume, ["liver"], "ct"))
@@ -164,9 +164,31 @@ def test_a_folder_datastore_gets_the_volume_uploaded(scene, label_server, pacs_s
 
 
 def test_only_an_unchanged_volume_loaded_from_dicom_names_its_series(scene, pacs_server):
-    _, series, folder = pacs_server
+    _, series, folder, _ = pacs_server
     volume = _loadedFromDicom(scene, folder, series)
     assert dicomSeries(volume) == (series, len(list(folder.iterdir())))
     assert dicomSeries(_loadedFromDicom(scene, folder, None)) is None  # not from DICOM
     volume.GetImageData().Modified()  # e.g. the voxels edited, or the volume resampled in place
     assert dicomSeries(volume) is None
+
+
+def test_a_series_the_server_cannot_read_from_the_pacs_is_uploaded_instead(scene, pacs_server, tmp_path):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    server, _, folder, orthanc = pacs_server
+    gapped, uid = tmp_path / "gapped", generate_uid()
+    gapped.mkdir()
+    slices = sorted((pydicom.dcmread(path) for path in folder.iterdir()), key=lambda d: float(d.ImagePositionPatient[2]))
+    for dataset in slices[:10] + slices[11:]:  # a slice missing: the server refuses the series, Slicer reads it
+        dataset.SeriesInstanceUID, dataset.SOPInstanceUID = uid, generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.save_as(gapped / f"{dataset.SOPInstanceUID}.dcm")
+    orthanc.upload(gapped)
+    outcome, client, said = _run(server.url, tmp_path, RunRequest(_loadedFromDicom(scene, gapped, uid), ["liver"], "ct"))
+    assert client.infer_bytes[0] < 2000 and client.infer_bytes[1] > UPLOAD_BYTES and len(client.infer_bytes) == 2
+    assert said[0] == "the server reads the series from the PACS"
+    uploading = [message for message in said if message.startswith("uploading the volume")]
+    assert len(uploading) == 1 and uploading[0].startswith("uploading the volume (the server could not read the series "
+                                                           "from the PACS: "), said
+    assert outcome.segments and outcome.segments[0]["term"] == "liver"

@@ -3,7 +3,8 @@ server's datastore is the PACS it came from), import the result.
 
 The volume goes only to the server the user typed. A volume loaded from DICOM and unchanged since is not
 uploaded when the server's datastore is a DICOMweb server holding its series with as many instances as Slicer
-loaded (`GET /sat/images/{SeriesInstanceUID}`): the server reads the series itself, on the same grid. The request blocks in a worker thread
+loaded (`GET /sat/images/{SeriesInstanceUID}`): the server reads the series itself, on the same grid (and the
+volume is uploaded after all when it cannot). The request blocks in a worker thread
 (`remote.LabelServerClient`, standard library HTTP); a second thread asks the server where the job is
 (`status`: queued with n jobs ahead, running). `poll()`, called from the GUI's timer, delivers progress and
 the end in the main thread, where the result goes through exactly the import of local results

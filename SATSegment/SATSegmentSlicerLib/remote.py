@@ -110,6 +110,16 @@ class LabelServerClient:
         _, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type)
         return _result(headers.get("Content-Type", ""), data)
 
+    def image_info(self, image_id: str) -> dict | None:
+        """What the server's datastore knows of `image_id` without fetching it: {"datastore": "dicomweb" | "local",
+        "exists", and for a DICOMweb series "instances"}; None from a server without that route (older)."""
+        try:
+            return self._json("GET", f"/{TASK}/images/{urllib.parse.quote(image_id, safe='')}")
+        except RemoteError as error:
+            if error.status == 404 and error.code == "remote_error":
+                return None
+            raise
+
     def cancel(self, job_id: str) -> bool:
         """Ask the server to stop job `job_id` (queued: it leaves the queue; running: it stops soon); True if the
         server knew the job. An id the server does not know yet stays cancelled there, so a request still on its

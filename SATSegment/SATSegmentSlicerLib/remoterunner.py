@@ -1,6 +1,10 @@
-"""One SAT run on a SATSegment server (MONAI Label): export the volume, upload it, import the result.
+"""One SAT run on a SATSegment server (MONAI Label): export the volume, upload it (or name its series when the
+server's datastore is the PACS it came from), import the result.
 
-The volume goes only to the server the user typed. The request blocks in a worker thread
+The volume goes only to the server the user typed. A volume loaded from DICOM and unchanged since is not
+uploaded when the server's datastore is a DICOMweb server holding its series with as many instances as Slicer
+loaded (`GET /sat/images/{SeriesInstanceUID}`): the server reads the series itself, on the same grid (and the
+volume is uploaded after all when it cannot). The request blocks in a worker thread
 (`remote.LabelServerClient`, standard library HTTP); a second thread asks the server where the job is
 (`status`: queued with n jobs ahead, running). `poll()`, called from the GUI's timer, delivers progress and
 the end in the main thread, where the result goes through exactly the import of local results
@@ -9,14 +13,23 @@ the end in the main thread, where the result goes through exactly the import of 
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
+from typing import Callable
 
-from .remote import LabelServerClient, RemoteError, new_job_id
+import slicer
+
+from .dicomlinks import INSTANCE_UIDS
+from .remote import LabelServerClient, RemoteError, RemoteResult, new_job_id
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
+SERIES_UID_TAG = "0020,000E"
+# what the server answers when it cannot read a series from its PACS (cannot fetch it, refuses its geometry, no
+# longer has it): the volume is uploaded instead
+PACS_FAILURES = ("datastore_error", "bad_input", "not_found")
 CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
 # one that did not know the job, e.g. still receiving the upload, is asked again for that long)
 
@@ -38,31 +51,63 @@ class RemoteRunner(RunnerBase):
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
         self._cancelDeadline: float | None = None
+        self._serverIds: dict[str, str] = {}  # a run's job id -> the server's, when a retry needed a new one
 
     def start(self, request: RunRequest) -> str:
         """Export the volume and send the job from a worker thread; returns the job id. The scene is not changed."""
         inputPath = self._prepare(request)
         jobId = new_job_id()
         self._jobId, self._cancelDeadline, self._done = jobId, None, threading.Event()
-        options = self._options(request)
-        threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options), daemon=True).start()
-        threading.Thread(target=self._watch, args=(jobId, self._done), daemon=True).start()
+        options = {**self._options(request), "series": dicomSeries(request.volumeNode)}
+        threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options, self._done), daemon=True).start()
         return jobId
 
-    def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict) -> None:
+    def _send(self, jobId: str, inputPath: str, request: RunRequest, options: dict, done: threading.Event) -> None:
         """Worker thread: check the server's version, then send the job (with the chosen model when the server
-        serves it) and wait for its answer."""
+        serves it; the volume or its series' name) and wait for its answer, its status followed meanwhile."""
         try:
             served = self.client.check(self.clientVersion).get("models", [])
             model = request.model if request.model in served else None  # else the server's default model
-            result = self.client.segment(request.prompts, request.modality, image_path=inputPath, roi=options.get("roi"),
-                                         sat_model=model,
-                                         output_format="seg.nrrd", allow_free_text=request.allowFreeText, job_id=jobId)
+            image = self._imageOnServer(jobId, options["series"])
+            threading.Thread(target=self._watch, args=(jobId, done), daemon=True).start()  # after saying which
+            send = functools.partial(self.client.segment, request.prompts, request.modality, roi=options.get("roi"),
+                                     sat_model=model, output_format="seg.nrrd", allow_free_text=request.allowFreeText)
+            result = self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
+                                                                                                  job_id=jobId)
             self._events.put((jobId, "result", result))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
         except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
             self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
+
+    def _imageOnServer(self, jobId: str, series: tuple[str, int] | None) -> str | None:
+        """Worker thread: the SeriesInstanceUID to name when the server's datastore is a PACS holding the volume's
+        series (the same number of instances), else None (upload); says which as progress."""
+        info = None
+        if series is not None:
+            try:
+                info = self.client.image_info(series[0])
+            except RemoteError:  # the PACS behind the server failed to answer: the upload needs no PACS
+                info = None
+        fromPacs = bool(info and info.get("datastore") == "dicomweb" and info.get("exists")
+                        and info.get("instances") == series[1])
+        self._events.put((jobId, "status", {"state": "reading from the PACS" if fromPacs else "uploading", "position": 0,
+                                            "message": "the server reads the series from the PACS" if fromPacs
+                                            else "uploading the volume"}))
+        return series[0] if fromPacs else None
+
+    def _fromPacsElseUpload(self, jobId: str, send: Callable[..., RemoteResult], image: str, inputPath: str) -> RemoteResult:
+        """Worker thread: the job on the series the server reads from its PACS; when it cannot read it, the job
+        again on the uploaded volume (under a new job id: the server refuses one it has seen)."""
+        try:
+            return send(image_id=image, job_id=jobId)
+        except RemoteError as exc:
+            if exc.code not in PACS_FAILURES or self._jobId != jobId or self._cancelDeadline is not None:
+                raise
+            self._events.put((jobId, "status", {"state": "uploading", "position": 0, "message": "uploading the volume "
+                                                f"(the server could not read the series from the PACS: {exc.message})"}))
+        self._serverIds[jobId] = new_job_id()
+        return send(image_path=inputPath, job_id=self._serverIds[jobId])
 
     def _watch(self, jobId: str, done: threading.Event) -> None:
         """Status thread: where the job is on the server, about every second, until it ends."""
@@ -74,14 +119,14 @@ class RemoteRunner(RunnerBase):
     def jobStatus(self, jobId: str) -> dict | None:
         """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
         try:
-            return self.client.status(jobId)
+            return self.client.status(self._serverIds.get(jobId, jobId))
         except RemoteError:
             return None
 
     def askCancel(self, jobId: str) -> bool:
         """Ask the server to stop the job; False when it does not know it (yet), or cannot be asked."""
         try:
-            return bool(self.client.cancel(jobId))
+            return bool(self.client.cancel(self._serverIds.get(jobId, jobId)))
         except RemoteError:
             return False
 
@@ -116,11 +161,13 @@ class RemoteRunner(RunnerBase):
 
     def _handle(self, kind: str, payload) -> None:
         if kind == "status":
-            self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
-                             "position": payload.get("position", 0), "fraction": None,
-                             "message": _statusText(payload)})
+            if payload.get("state") != "unknown":  # not on the server yet (uploading): what was said stays
+                self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
+                                 "position": payload.get("position", 0), "fraction": None,
+                                 "message": payload.get("message") or _statusText(payload)})
             return
         self._done.set()
+        self._serverIds.pop(self._jobId, None)
         if kind == "result":
             (self._workDir / RESULT_FILE).write_bytes(payload.data)
             params = payload.params
@@ -144,6 +191,21 @@ class RemoteRunner(RunnerBase):
             self.cancel()
             self._events.put((self._jobId, "abandoned", None))
             self.poll()
+
+
+def dicomSeries(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int] | None:
+    """(SeriesInstanceUID, number of instances) of a volume Slicer loaded from DICOM and that is unchanged since
+    (its voxels and grid are the series'); None otherwise. The UID is the subject hierarchy's, else the database's."""
+    instances = (volumeNode.GetAttribute(INSTANCE_UIDS) or "").split()
+    if not instances or volumeNode.GetModifiedSinceRead():
+        return None
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volumeNode.GetScene())
+    item = hierarchy.GetItemByDataNode(volumeNode) if hierarchy is not None else 0
+    uid = hierarchy.GetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName()) if item else ""
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uid and database is not None:
+        uid = database.instanceValue(instances[0], SERIES_UID_TAG)
+    return (uid, len(instances)) if uid else None
 
 
 def _statusText(status: dict) -> str:

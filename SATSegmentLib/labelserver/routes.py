@@ -1,5 +1,6 @@
-"""HTTP routes the SATSegment app adds to MONAI Label: `POST /infer/sat` run off the event loop, and a job's
-status and cancel (`GET` and `DELETE /sat/jobs/{job_id}`).
+"""HTTP routes the SATSegment app adds to MONAI Label: `POST /infer/sat` run off the event loop, a job's
+status and cancel (`GET` and `DELETE /sat/jobs/{job_id}`), and whether the datastore holds an image
+(`GET /sat/images/{image_id}`, see images.py).
 
 MONAI Label 0.8.5's `POST /infer/{model}` is an `async` handler that runs the whole job inline, so while one
 job runs its event loop serves nothing else: no `/info/`, no other client's upload, no cancel, and no notice
@@ -19,8 +20,10 @@ from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, File, Form, HT
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.utils.app import app_instance
 
 from .httperrors import http_error
+from .images import image_info
 from .jobs import Job, JobQueue
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,11 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
         job = _answer_errors(jobs.cancel, job_id, _owner(user))
         logger.info("job %s cancelled by its client (%s)", job.id, job.state)
         return {"job_id": job.id, "state": "cancelled" if job.cancel.is_set() else job.state}
+
+    @router.get(f"/{TASK}/images/{{image_id}}", name=f"{ROUTE_PREFIX}image",
+                summary="Whether the datastore holds an image (a DICOMweb series: its instance count), without fetching it")
+    async def image(image_id: str, user: User = Depends(user_role)) -> dict:
+        return await anyio.to_thread.run_sync(lambda: image_info(app_instance().datastore(), image_id))
 
     return router
 

@@ -109,6 +109,19 @@ def dicomweb_server(tmp_path_factory, tiny_model_dir, examples_dir):
     orthanc.stop()
 
 
+def test_the_server_tells_whether_the_pacs_holds_a_series_without_fetching_it(dicomweb_server):
+    server, series, series_dir = dicomweb_server
+    def fetched() -> list[Path]:  # MONAI Label's cache of retrieved instances, and the test's own series folder
+        return sorted(server.root.rglob("*.dcm"))
+
+    before = fetched()
+    client = LabelServerClient(server.url, timeout=60)
+    assert client.image_info(series) == {"image_id": series, "datastore": "dicomweb", "exists": True,
+                                         "instances": len(list(series_dir.iterdir()))}
+    assert client.image_info("1.2.3.4.5") == {"image_id": "1.2.3.4.5", "datastore": "dicomweb", "exists": False}
+    assert fetched() == before  # first in this module: nothing of the series was retrieved
+
+
 def test_a_series_from_the_pacs_is_segmented_like_the_same_files_on_disk(dicomweb_server, engine, tmp_path):
     server, series, series_dir = dicomweb_server
     remote = LabelServerClient(server.url, timeout=300).segment(["liver", "spleen"], "ct", image_id=series)

@@ -210,5 +210,5 @@ def test_queue_position_is_reported_as_progress(scene, small_ct, label_server, t
     runner.waitUntilFinished(RUN_TIMEOUT)
     assert runner.outcomes[0].status == "done", runner.outcomes[0].error
     assert client.asked and set(client.asked) == {jobId}
-    assert runner.events and runner.events[0]["state"] == "queued" and runner.events[0]["position"] == 2
-    assert runner.events[0]["message"] == "waiting: 2 jobs ahead"
+    assert [e["message"] for e in runner.events[:2]] == ["uploading the volume", "waiting: 2 jobs ahead"]
+    assert runner.events[1]["state"] == "queued" and runner.events[1]["position"] == 2

@@ -23,6 +23,7 @@ from SATSegmentLib import __version__
 from SATSegmentLib.labelserver import auth, routes
 from SATSegmentLib.labelserver.engine import InferEngine
 from SATSegmentLib.labelserver.httperrors import not_found
+from SATSegmentLib.labelserver.images import datastore_failed
 from SATSegmentLib.labelserver.params import ServerSettings
 from SATSegmentLib.labelserver.task import JOB_KEY, SATInferTask
 
@@ -130,8 +131,4 @@ def _known(store, image_id: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - whatever the PACS client raises
         if getattr(getattr(exc, "response", None), "status_code", None) == 404:
             return False
-        logger.warning("datastore failed on %r: %s", image_id[:80], exc)
-        raise HTTPException(status_code=502, detail={
-            "code": "datastore_error", "exit_code": 1, "message": f"The server's datastore failed to deliver {image_id[:80]!r}: {exc}",
-            "hint": "The PACS may be down, or unable to send this series uncompressed (MONAI Label asks for that); "
-                    "ask the administrator."}) from None
+        raise datastore_failed(image_id, exc) from None

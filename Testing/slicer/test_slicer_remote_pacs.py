@@ -1,0 +1,194 @@
+"""'Compute on: server' with a volume loaded from DICOM: when the server's datastore is the PACS holding its series
+(a real Orthanc with DICOMweb on 127.0.0.1), the module names the series instead of uploading the volume, and the
+result lands on the volume's grid exactly as the uploaded volume's result does; otherwise it uploads as before."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from SATSegmentSlicerLib.remote import LabelServerClient, RemoteError  # noqa: E402
+from SATSegmentSlicerLib.remoterunner import RemoteRunner, dicomSeries  # noqa: E402
+from SATSegmentSlicerLib.runner import RunRequest  # noqa: E402
+from test_slicer_results import _onVolumeGrid  # noqa: E402
+
+RUN_TIMEOUT = 240
+UPLOAD_BYTES = 96 * 96 * 19 * 2  # 19 slices of the cropped series as int16: an infer request this big uploaded them
+DICOMWEB_TESTS = Path(__file__).resolve().parents[1] / "labelserver" / "test_labelserver_dicomweb.py"
+
+
+def _dicomweb():
+    """The DICOMweb test's Orthanc and its writer of the cropped example series with UIDs."""
+    spec = importlib.util.spec_from_file_location("satsegment_dicomweb_tests", DICOMWEB_TESTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def pacs_server(tmp_path_factory, tiny_model_dir, examples_dir):
+    """(server, SeriesInstanceUID, series folder): a SATSegment server whose datastore is an Orthanc holding the series."""
+    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
+
+    dicomweb = _dicomweb()
+    python = server_python()
+    if python is None:
+        pytest.fail("MONAI Label is not installed: run `bash .ci/server-env`.")
+    root = tmp_path_factory.mktemp("pacs")
+    series = dicomweb._with_uids(examples_dir / "example_ct_dicom", root / "series")
+    orthanc = dicomweb.Orthanc(root)
+    orthanc.upload(root / "series")
+    try:
+        server = LabelServer(python, root, f"{orthanc.url}/dicom-web", f"tiny={tiny_model_dir}")
+    except ServerStartError as exc:
+        orthanc.stop()
+        pytest.fail(str(exc))
+    yield server, series, root / "series", orthanc
+    server.stop()
+    orthanc.stop()
+
+
+def _loadedFromDicom(scene, folder: Path, seriesUid: str | None, name: str = "CT series"):
+    """The series read by Slicer's volume storage node, with the UIDs Slicer's DICOM loader gives it (the
+    instance UIDs attribute, a series item under a study in the subject hierarchy); `seriesUid` None: no DICOM UIDs."""
+    import pydicom
+
+    files = sorted(folder.iterdir())
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+    storage.SetFileName(str(files[0]))
+    for path in files:
+        storage.AddFileName(str(path))
+    storage.SetSingleFile(False)
+    assert storage.ReadData(volume)
+    volume.SetAndObserveStorageNodeID(storage.GetID())
+    if seriesUid is None:
+        return volume
+    volume.SetAttribute("DICOM.instanceUIDs", " ".join(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in files))
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient"), "study")
+    item = hierarchy.CreateItem(study, volume)
+    hierarchy.SetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName(), seriesUid)
+    return volume
+
+
+class _SpyClient(LabelServerClient):
+    """The real client; the size of each infer request's body recorded (an upload carries the volume)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, timeout=RUN_TIMEOUT)
+        self.infer_bytes: list[int] = []
+
+    def _request(self, method, path, body=None, content_type=None):
+        if path.startswith("/infer/"):
+            self.infer_bytes.append(len(body))
+        return super()._request(method, path, body, content_type)
+
+
+class _PacsDownClient(_SpyClient):
+    """The server's PACS fails to say whether it holds the series (502, as the route answers then)."""
+
+    def image_info(self, image_id: str) -> dict:
+        raise RemoteError("The server's datastore failed to deliver it: connection refused", status=502, code="datastore_error")
+
+
+def _run(url: str, tmp_path: Path, request: RunRequest, clientClass: type = _SpyClient):
+    """(outcome, client, progress events) of one remote run."""
+    from SATSegmentLib import __version__
+
+    client, progress, outcomes = clientClass(url), [], []
+    runs = tmp_path / f"runs-{len(list(tmp_path.iterdir()))}"
+    runs.mkdir()
+    runner = RemoteRunner(client, progress.append, outcomes.append, str(runs), __version__)
+    runner.start(request)
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert len(outcomes) == 1 and outcomes[0].status == "done", outcomes and outcomes[0].error
+    return outcomes[0], client, [event["message"] for event in progress]
+
+
+def _masks(outcome, volume) -> dict[str, np.ndarray]:
+    segmentation = outcome.segmentationNode.GetSegmentation()
+    return {segmentation.GetNthSegment(i).GetName(): _onVolumeGrid(segmentation.GetNthSegment(i), volume)
+            for i in range(segmentation.GetNumberOfSegments())}
+
+
+def _roi(scene, volume):
+    """An ROI (RAS mm) over part of the volume, as the user draws one."""
+    bounds = [0.0] * 6
+    volume.GetRASBounds(bounds)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter([(bounds[2 * a] + bounds[2 * a + 1]) / 2 for a in range(3)])
+    roi.SetSize([0.7 * (bounds[2 * a + 1] - bounds[2 * a]) for a in range(3)])
+    return roi
+
+
+def test_a_volume_from_the_pacs_series_is_named_not_uploaded_and_its_result_is_the_uploaded_one(scene, pacs_server, tmp_path):
+    server, series, folder, _ = pacs_server
+    fromDicom, plain = _loadedFromDicom(scene, folder, series), _loadedFromDicom(scene, folder, None, "same voxels")
+    named, namedClient, namedSaid = _run(server.url, tmp_path, RunRequest(fromDicom, ["liver", "spleen"], "ct",
+                                                                          roiNode=_roi(scene, fromDicom)))
+    uploaded, uploadClient, uploadSaid = _run(server.url, tmp_path, RunRequest(plain, ["liver", "spleen"], "ct",
+                                                                               roiNode=_roi(scene, plain)))
+    assert namedClient.infer_bytes[0] < 2000 and uploadClient.infer_bytes[0] > UPLOAD_BYTES  # no volume in the request
+    assert len(list(server.root.rglob(f".cache/**/{series}/*.dcm"))) == len(list(folder.iterdir()))  # the server fetched it
+    assert "the server reads the series from the PACS" in namedSaid and "uploading the volume" in uploadSaid
+    namedMasks, uploadedMasks = _masks(named, fromDicom), _masks(uploaded, plain)  # each on its volume's grid
+    assert list(namedMasks) == list(uploadedMasks) == ["liver", "spleen"]
+    assert sum(int(mask.sum()) for mask in namedMasks.values()) > 0
+    for name in namedMasks:
+        np.testing.assert_array_equal(namedMasks[name], uploadedMasks[name])
+
+
+def test_a_series_the_pacs_does_not_hold_holds_otherwise_or_cannot_tell_is_uploaded(scene, pacs_server, tmp_path):
+    server, series, folder, _ = pacs_server
+    elsewhere = _loadedFromDicom(scene, folder, "1.2.826.0.1.3680043.8.498.1")  # another site's series
+    fewer = _loadedFromDicom(scene, folder, series, "part of the series")
+    fewer.SetAttribute("DICOM.instanceUIDs", " ".join(fewer.GetAttribute("DICOM.instanceUIDs").split()[1:]))
+    whole = _loadedFromDicom(scene, folder, series, "the series, the PACS down")
+    for volume, clientClass in ((elsewhere, _SpyClient), (fewer, _SpyClient), (whole, _PacsDownClient)):
+        _, client, said = _run(server.url, tmp_path, RunRequest(volume, ["liver"], "ct"), clientClass)
+        assert client.infer_bytes[0] > UPLOAD_BYTES and "uploading the volume" in said
+
+
+def test_a_folder_datastore_gets_the_volume_uploaded(scene, label_server, pacs_server, tmp_path):
+    _, series, folder, _ = pacs_server
+    volume = _loadedFromDicom(scene, folder, series)
+    assert LabelServerClient(label_server.url).image_info(series) == {"image_id": series, "datastore": "local", "exists": False}
+    _, client, said = _run(label_server.url, tmp_path, RunRequest(volume, ["liver"], "ct"))
+    assert client.infer_bytes[0] > UPLOAD_BYTES and "uploading the volume" in said
+
+
+def test_only_an_unchanged_volume_loaded_from_dicom_names_its_series(scene, pacs_server):
+    _, series, folder, _ = pacs_server
+    volume = _loadedFromDicom(scene, folder, series)
+    assert dicomSeries(volume) == (series, len(list(folder.iterdir())))
+    assert dicomSeries(_loadedFromDicom(scene, folder, None)) is None  # not from DICOM
+    volume.GetImageData().Modified()  # e.g. the voxels edited, or the volume resampled in place
+    assert dicomSeries(volume) is None
+
+
+def test_a_series_the_server_cannot_read_from_the_pacs_is_uploaded_instead(scene, pacs_server, tmp_path):
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    server, _, folder, orthanc = pacs_server
+    gapped, uid = tmp_path / "gapped", generate_uid()
+    gapped.mkdir()
+    slices = sorted((pydicom.dcmread(path) for path in folder.iterdir()), key=lambda d: float(d.ImagePositionPatient[2]))
+    for dataset in slices[:10] + slices[11:]:  # a slice missing: the server refuses the series, Slicer reads it
+        dataset.SeriesInstanceUID, dataset.SOPInstanceUID = uid, generate_uid()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        dataset.save_as(gapped / f"{dataset.SOPInstanceUID}.dcm")
+    orthanc.upload(gapped)
+    outcome, client, said = _run(server.url, tmp_path, RunRequest(_loadedFromDicom(scene, gapped, uid), ["liver"], "ct"))
+    assert client.infer_bytes[0] < 2000 and client.infer_bytes[1] > UPLOAD_BYTES and len(client.infer_bytes) == 2
+    assert said[0] == "the server reads the series from the PACS"
+    uploading = [message for message in said if message.startswith("uploading the volume")]
+    assert len(uploading) == 1 and uploading[0].startswith("uploading the volume (the server could not read the series "
+                                                           "from the PACS: "), said
+    assert outcome.segments and outcome.segments[0]["term"] == "liver"

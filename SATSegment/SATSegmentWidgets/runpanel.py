@@ -7,6 +7,8 @@ from slicer.i18n import tr as _
 
 from .part import PanelPart
 
+SCAN_TRANSFERS = ("reading from the PACS", "uploading")  # server states saying how the scan gets there
+
 
 class RunPanel(PanelPart):
     """Starts runs (on this computer or the server), shows their progress and outcome."""
@@ -75,6 +77,8 @@ class RunPanel(PanelPart):
     def onRunProgress(self, event: dict) -> None:
         if event.get("stage") == "server":
             self.ui.statusLabel.text = self.serverStateText(event)
+            if event.get("state") in SCAN_TRANSFERS:  # the Log keeps how the scan reached the server, and why
+                self.widget.appendLog(_("Server: {message}").format(message=event.get("message", "")))
             return
         self.ui.progressBar.setValue(int(100 * (event.get("fraction") or 0)))
         eta = event.get("eta")
@@ -89,6 +93,10 @@ class RunPanel(PanelPart):
             return _("Server: waiting, {count} jobs ahead.").format(count=event.get("position", 0))
         if state == "running":
             return _("Server: running.")
+        if state == "reading from the PACS":
+            return _("Server: reading the series from its PACS (nothing uploaded).")
+        if state == "uploading":
+            return _("Server: uploading the volume.")
         return _("Server: {state}.").format(state=state)
 
     def onRunFinished(self, outcome) -> None:

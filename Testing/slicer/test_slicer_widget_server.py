@@ -205,6 +205,13 @@ def test_server_progress_and_an_unknown_prompt_as_the_user_sees_them(on_server):
     assert ui.statusLabel.text == "Server: waiting, 2 jobs ahead."
     panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "running", "position": 0})
     assert ui.statusLabel.text == "Server: running."
+    for state, status, logged in (
+            ("reading from the PACS", "Server: reading the series from its PACS (nothing uploaded).", "reads the series"),
+            ("uploading", "Server: uploading the volume.", "could not read the series")):
+        panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": state, "position": 0,
+                                   "message": f"the server {logged}"})
+        assert ui.statusLabel.text == status
+        assert ui.logTextEdit.toPlainText().splitlines()[-1] == f"Server: the server {logged}"
     panel.user.will("Ok")
     panel.logic.onRunFinished(RunOutcome("error", error={
         "code": "unknown_prompt", "message": "'lefft lung upper' is not in SAT's vocabulary for CT.",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicomseries import (MAX_MISPLACEMENT, SeriesOrder, SliceHeader, order_files, order_series, require_geometry,
-                           slice_normal)
+from ..dicomseries import SeriesOrder, order_files, order_series
+from ..slicegeometry import MAX_MISPLACEMENT, SliceHeader, require_geometry, slice_normal
 from ..errors import InputError
 
 #: Attributes of the Patient, General Study and Patient Study modules copied from the source into new objects.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from SATSegmentLib.dicomseries import SliceHeader, slice_order
+from SATSegmentLib.slicegeometry import SliceHeader, slice_order
 from SATSegmentLib.errors import InputError
 from SATSegmentLib.imageio import read_image
 

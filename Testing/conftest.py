@@ -3,6 +3,14 @@ synthetic scans and an isolated model cache."""
 
 from __future__ import annotations
 
+import glob
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +96,120 @@ def isolated_model_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SATSEGMENT_HOME", str(home))
     monkeypatch.setenv("SATSEGMENT_MODEL_URL_BASE", "http://127.0.0.1:9")  # discard port: never the internet
     return home
+
+
+# -- a real PACS: Debian's Orthanc with its DICOMweb plugin on 127.0.0.1 ----------------------------------
+
+ORTHANC = ("Orthanc", "/usr/sbin/Orthanc")
+ORTHANC_DICOMWEB = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so*")
+PACS_CROP = 96  # pixels of each slice (rows and columns) of the example series put into a PACS
+
+
+def _installed(candidates, what: str) -> str:
+    for candidate in candidates:
+        found = shutil.which(candidate) or next(iter(sorted(glob.glob(candidate))), None)
+        if found:
+            return found
+    pytest.fail(f"{what} is missing: install Debian's orthanc and orthanc-dicomweb (bash Testing/install_system_tools.sh)")
+
+
+class Orthanc:
+    """Orthanc in `root` on 127.0.0.1 (no DICOM port, no remote access, no users), DICOMweb at `dicomweb`."""
+
+    def __init__(self, root: Path) -> None:
+        from SATSegmentLib.labelserver.testing import free_port
+
+        binary, plugin = _installed(ORTHANC, "Orthanc"), _installed(ORTHANC_DICOMWEB, "Orthanc's DICOMweb plugin")
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.dicomweb = f"{self.url}/dicom-web"
+        config = {"Name": "SATSegmentTest", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+                  "HttpPort": int(self.url.rsplit(":", 1)[1]), "DicomServerEnabled": False, "RemoteAccessAllowed": False,
+                  "AuthenticationEnabled": False, "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+        (root / "orthanc.json").write_text(json.dumps(config))
+        self.log_path = root / "orthanc.log"
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.dicomweb}/studies", timeout=2).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail(f"Orthanc did not start: {self.log_path.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.1)
+
+    def upload(self, folder: Path) -> None:
+        """Store every file of `folder` (Orthanc's REST API)."""
+        for path in sorted(folder.iterdir()):
+            request = urllib.request.Request(f"{self.url}/instances", path.read_bytes(), method="POST")
+            urllib.request.urlopen(request, timeout=30).close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+        self.log.close()
+
+
+def series_with_uids(source: Path, target: Path) -> str:
+    """Copy the example series with study, series and instance UIDs filled in (the shared copy has them emptied,
+    and a PACS refuses instances without them), uncompressed (MONAI Label asks the PACS for uncompressed
+    instances, and Debian's Orthanc cannot transcode the JPEG 2000 originals), cropped to the central
+    `PACS_CROP`² pixels (position moved to match), so the tiny model runs in seconds. Returns the SeriesInstanceUID."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    target.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for path in sorted(source.iterdir()):
+        dataset = pydicom.dcmread(path)
+        dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study, series
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID
+        dataset.decompress()  # pydicom through Pillow's OpenJPEG
+        first_row, first_column = (dataset.Rows - PACS_CROP) // 2, (dataset.Columns - PACS_CROP) // 2
+        pixels = np.ascontiguousarray(dataset.pixel_array[first_row:first_row + PACS_CROP, first_column:first_column + PACS_CROP])
+        along_row, along_column = np.array(dataset.ImageOrientationPatient[:3]), np.array(dataset.ImageOrientationPatient[3:])
+        dataset.ImagePositionPatient = [float(v) for v in np.array(dataset.ImagePositionPatient, float)
+                                        + first_row * float(dataset.PixelSpacing[0]) * along_column
+                                        + first_column * float(dataset.PixelSpacing[1]) * along_row]
+        dataset.Rows, dataset.Columns = pixels.shape
+        dataset.PixelData = pixels.tobytes()
+        dataset.save_as(target / path.name)
+    return series
+
+
+@contextmanager
+def _pacs_label_server(root: Path, tiny_model_dir: Path, examples_dir: Path) -> Iterator[tuple]:
+    """(server, SeriesInstanceUID, series folder, Orthanc): a SATSegment server with the tiny model whose datastore
+    is an Orthanc holding the cropped example series; both stopped on leaving."""
+    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
+
+    python = server_python()
+    if python is None:
+        pytest.fail("MONAI Label is not installed: run `bash .ci/server-env`.")
+    series = series_with_uids(examples_dir / "example_ct_dicom", root / "series")
+    orthanc = Orthanc(root)
+    try:
+        orthanc.upload(root / "series")
+        server = LabelServer(python, root, orthanc.dicomweb, f"tiny={tiny_model_dir}")
+    except ServerStartError as exc:
+        orthanc.stop()
+        pytest.fail(str(exc))
+    try:
+        yield server, series, root / "series", orthanc
+    finally:
+        server.stop()
+        orthanc.stop()
+
+
+@pytest.fixture(scope="session")
+def pacs_starter():
+    """`pacs_starter(folder)`: a running `Orthanc` whose files are in `folder`."""
+    return Orthanc
+
+
+@pytest.fixture(scope="session")
+def pacs_label_server_starter():
+    """`with pacs_label_server_starter(folder, tiny_model_dir, examples_dir) as (server, series_uid, series_dir, orthanc)`."""
+    return _pacs_label_server

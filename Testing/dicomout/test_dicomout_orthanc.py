@@ -4,66 +4,18 @@ folder; STOW-RS in, WADO-RS and QIDO-RS out, with dicomweb-client."""
 
 from __future__ import annotations
 
-import glob
-import json
-import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 
 import pydicom
 import pytest
 
 from SATSegmentLib.dicomout import write_dicom_seg, write_rtstruct
 
-ORTHANC = ("Orthanc", "/usr/sbin/Orthanc")
-PLUGINS = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so*")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _find(candidates, what: str) -> str:
-    for candidate in candidates:
-        found = shutil.which(candidate) or next(iter(sorted(glob.glob(candidate))), None)
-        if found:
-            return found
-    pytest.fail(f"{what} is missing: install Debian's orthanc and orthanc-dicomweb (bash Testing/install_system_tools.sh)")
-
-
 @pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
+def orthanc(tmp_path_factory, pacs_starter):
     """The DICOMweb root URL of a fresh Orthanc on 127.0.0.1, stopped after the module."""
-    binary, plugin = _find(ORTHANC, "Orthanc"), _find(PLUGINS, "Orthanc's DICOMweb plugin")
-    folder = tmp_path_factory.mktemp("orthanc")
-    port = _free_port()
-    config = {"Name": "SATSegmentTest", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
-              "HttpPort": port, "DicomServerEnabled": False, "RemoteAccessAllowed": False,
-              "AuthenticationEnabled": False, "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-    (folder / "orthanc.json").write_text(json.dumps(config))
-    log = (folder / "orthanc.log").open("w")
-    server = subprocess.Popen([binary, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/dicom-web/studies", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"Orthanc stopped: {(folder / 'orthanc.log').read_text()[-2000:]}")
-                time.sleep(0.1)
-        else:
-            pytest.fail(f"Orthanc did not answer: {(folder / 'orthanc.log').read_text()[-2000:]}")
-        yield f"{base}/dicom-web"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    server = pacs_starter(tmp_path_factory.mktemp("orthanc"))
+    yield server.dicomweb
+    server.stop()
 
 
 def test_seg_and_rtstruct_are_stored_and_retrieved_unchanged(orthanc, organ_result, ct_series, tmp_path):

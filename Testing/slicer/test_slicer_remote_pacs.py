@@ -4,7 +4,6 @@ result lands on the volume's grid exactly as the uploaded volume's result does; 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -19,38 +18,13 @@ from test_slicer_results import _onVolumeGrid  # noqa: E402
 
 RUN_TIMEOUT = 240
 UPLOAD_BYTES = 96 * 96 * 19 * 2  # 19 slices of the cropped series as int16: an infer request this big uploaded them
-DICOMWEB_TESTS = Path(__file__).resolve().parents[1] / "labelserver" / "test_labelserver_dicomweb.py"
-
-
-def _dicomweb():
-    """The DICOMweb test's Orthanc and its writer of the cropped example series with UIDs."""
-    spec = importlib.util.spec_from_file_location("satsegment_dicomweb_tests", DICOMWEB_TESTS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
-def pacs_server(tmp_path_factory, tiny_model_dir, examples_dir):
-    """(server, SeriesInstanceUID, series folder): a SATSegment server whose datastore is an Orthanc holding the series."""
-    from SATSegmentLib.labelserver.testing import LabelServer, ServerStartError, server_python
-
-    dicomweb = _dicomweb()
-    python = server_python()
-    if python is None:
-        pytest.fail("MONAI Label is not installed: run `bash .ci/server-env`.")
-    root = tmp_path_factory.mktemp("pacs")
-    series = dicomweb._with_uids(examples_dir / "example_ct_dicom", root / "series")
-    orthanc = dicomweb.Orthanc(root)
-    orthanc.upload(root / "series")
-    try:
-        server = LabelServer(python, root, f"{orthanc.url}/dicom-web", f"tiny={tiny_model_dir}")
-    except ServerStartError as exc:
-        orthanc.stop()
-        pytest.fail(str(exc))
-    yield server, series, root / "series", orthanc
-    server.stop()
-    orthanc.stop()
+def pacs_server(tmp_path_factory, tiny_model_dir, examples_dir, pacs_label_server_starter):
+    """(server, SeriesInstanceUID, series folder, Orthanc): a SATSegment server whose datastore is an Orthanc holding the series."""
+    with pacs_label_server_starter(tmp_path_factory.mktemp("pacs"), tiny_model_dir, examples_dir) as started:
+        yield started
 
 
 def _loadedFromDicom(scene, folder: Path, seriesUid: str | None, name: str = "CT series"):

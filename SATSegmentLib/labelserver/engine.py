@@ -3,6 +3,7 @@ cached) shared by every client, running one job at a time, turns shared round-ro
 
 `InferEngine.infer` takes a client's params and an image path and returns the result file and the
 JSON that goes back with it: the label names and values, the segments, warnings, timings, cache use.
+The job follows the engine's progress (`Job.fraction`, for its status).
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ class InferEngine:
         self.jobs = JobQueue()
 
     def infer(self, params: dict, image: str, job_id: str | None = None) -> tuple[str, dict]:
-        """Segment `image` as `params` ask, as the registered job `job_id` (a new anonymous job if there is none);
-        returns (result file path, result JSON). The file is a temporary file the caller removes; nothing else
-        the job wrote is left. Raises SATSegmentError (BadRequestError for params, CancelledError when cancelled)."""
-        job = self.jobs.get(job_id) or self.jobs.submit(None, "local")
+        """Segment `image` as `params` ask, as the registered job `job_id` (None: a new anonymous job; one that has
+        already ended is refused, never run); returns (result file path, result JSON). The file is a temporary
+        file the caller removes; nothing else the job wrote is left. Raises SATSegmentError (BadRequestError for
+        params, CancelledError when cancelled)."""
+        job = self.jobs.claim(job_id) if job_id else self.jobs.submit(None, "local")
         state = "failed"
         try:
             answer = self._run(job, params, image)
@@ -50,7 +52,7 @@ class InferEngine:
             request = parse_params(params, image, workdir, self.settings)
             warnings: list[dict] = []
             with self.jobs.turn(job):
-                result = self.worker.run(request.request, lambda event: _keep_warning(event, warnings), job.cancel)
+                result = self.worker.run(request.request, _follower(job, warnings), job.cancel)
             path, overlap = _result_file(request, result, workdir)
             return _move_out(path), {**_result_json(request, result, warnings), "overlap_voxels": overlap, "job_id": job.id}
         finally:
@@ -67,9 +69,14 @@ def _move_out(path: str) -> str:
     return target
 
 
-def _keep_warning(event: dict, warnings: list[dict]) -> None:
-    if event.get("event") == "warning":
-        warnings.append({key: event[key] for key in ("message", "suggestions") if key in event})
+def _follower(job: Job, warnings: list[dict]):
+    """The worker's event callback: progress advances the job's fraction, warnings are kept for the answer."""
+    def follow(event: dict) -> None:
+        if event.get("event") == "progress" and event.get("fraction") is not None:
+            job.advance(event["fraction"])
+        elif event.get("event") == "warning":
+            warnings.append({key: event[key] for key in ("message", "suggestions") if key in event})
+    return follow
 
 
 def _result_file(job: InferParams, result: dict, workdir: Path) -> tuple[str, int]:

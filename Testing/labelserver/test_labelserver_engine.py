@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import slicerio
 
 from SATSegmentLib.errors import CancelledError, InputError, UnknownPromptError
+from SATSegmentLib.labelserver.jobs import UnknownJobError
 from SATSegmentLib.labelserver.labelmap import write_labelmap
 from SATSegmentLib.labelserver.params import ServerSettings, parse_params
 from SATSegmentLib.server import BadRequestError
@@ -133,6 +134,18 @@ def test_a_cancelled_job_is_refused_and_leaves_no_files_and_others_run(engine, c
     other = engine.jobs.submit(uuid.uuid4().hex, "client:b")
     _, info = engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), other.id)
     assert info["job_id"] == other.id and engine.jobs.status(other.id)["state"] == "done"
+
+
+def test_a_job_whose_request_was_answered_before_the_engine_had_it_is_never_run(engine, ct_path, monkeypatch):
+    runs = []
+    monkeypatch.setattr(engine.worker, "run", lambda *args: runs.append(args))
+    job = engine.jobs.submit(uuid.uuid4().hex, "client:a")
+    engine.jobs.abandon(job)  # MONAI Label's infer timeout answered the request while the job waited for a thread
+    with pytest.raises(CancelledError, match="was not run"):
+        engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), job.id)
+    with pytest.raises(UnknownJobError):
+        engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), uuid.uuid4().hex)
+    assert runs == [] and engine.jobs.status(job.id)["state"] == "failed"
 
 
 def test_satsegment_server_starts_monai_label_with_the_app():

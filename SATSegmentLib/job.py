@@ -113,7 +113,7 @@ class Worker:
         if request.modality in MODALITIES:  # fail fast on prompts, before torch is even imported
             terms = resolve_prompts(prompts, request.modality, request.allow_free_text, warn)
         source = request.model_source()  # fails fast; a download waits for a valid image
-        image, meta = self._read(request.input, request.series)
+        image, meta = self.read(request.input, request.series)
         for note in meta.get("notes", []):
             warn(note, [])
         modality = resolve_modality(request.modality, meta)
@@ -155,13 +155,14 @@ class Worker:
                 "memory": {"plan": str(run.estimate.plan), "estimate_mb": round(run.estimate.needed / 2**20),
                            "budget_mb": None if run.budget is None else round(run.budget / 2**20)}}
 
-    def _read(self, path: str, series: str | None = None):
-        """Read (and validate) the image, reusing the last one when the file and series are unchanged."""
+    def read(self, path: str, series: str | None = None):
+        """Read (and validate) the image, reusing the last one when the file and series are unchanged (so a caller
+        that reads before `run`, as the server does to tell a series it cannot read from a bad request, reads once)."""
         from .imageio import read_image
 
         key = (_file_key(path), series)
         if key[0] is None or key != self._last_read_key:
-            self._last_read = None
+            self._last_read, self._last_read_key = None, None  # a failed read must not leave the old key on no image
             self._last_read = read_image(path, series_uid=series)
             self._last_read_key = key
         return self._last_read

@@ -7,6 +7,7 @@ import re
 from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
                       SATSegmentError, UnknownPromptError, as_user_error)
 from ..server import BadRequestError
+from .engine import SeriesUnreadableError
 from .jobs import JobConflictError, NotYourJobError, QueueFullError, ServerStoppingError, UnknownJobError
 
 # Most specific first: UnknownPromptError, BadRequestError and JobConflictError are InputErrors.
@@ -17,6 +18,7 @@ _STATUS: tuple[tuple[type[SATSegmentError], int], ...] = (
     (NotYourJobError, 403),      # another user's job
     (QueueFullError, 503),
     (ServerStoppingError, 503),
+    (SeriesUnreadableError, 422),  # the PACS's series cannot be read as one volume: the client may upload its own
     (UnknownPromptError, 422),   # understood, but not in SAT's vocabulary: the body has suggestions
     (InputError, 422),           # the image, prompts, modality or ROI cannot be used
     (CancelledError, 409),       # cancelled by its client (or the client disconnected)

@@ -21,7 +21,10 @@ from ..errors import CancelledError, InputError, SATSegmentError
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 ACTIVE = ("queued", "running")
-KEEP_FINISHED = 1000  # finished (and cancelled-before-arrival) jobs remembered for status and cancel answers
+KEEP_FINISHED = 1000  # finished jobs remembered for status and cancel answers
+# Ids cancelled before their request arrived, remembered apart: without authentication anyone may DELETE made-up
+# ids, which must not push real finished jobs out of the history.
+KEEP_EARLY_CANCELS = 1000
 
 
 class UnknownJobError(SATSegmentError):
@@ -70,6 +73,11 @@ class Job:
     reason: str = ""
     arrived: bool = True  # False for an id cancelled before its request arrived
     created: float = field(default_factory=time.monotonic)
+    fraction: float | None = None  # the running job's progress 0..1, from the engine's progress events
+
+    def advance(self, fraction: float) -> None:
+        """Record the engine's progress; it never goes back (a later stage may start its own count at 0)."""
+        self.fraction = max(self.fraction or 0.0, min(1.0, float(fraction)))
 
 
 class JobQueue:
@@ -81,6 +89,7 @@ class JobQueue:
         self._lock = threading.Condition()
         self._jobs: dict[str, Job] = {}  # queued and running
         self._finished: OrderedDict[str, Job] = OrderedDict()
+        self._early: OrderedDict[str, Job] = OrderedDict()  # ids cancelled before their request arrived
         self._waiting: dict[str, deque[Job]] = {}  # client → its jobs at the gate; key order = rotation order
         self._running: Job | None = None
         self._stopping = False
@@ -96,11 +105,12 @@ class JobQueue:
         with self._lock:
             if self._stopping:
                 raise ServerStoppingError("The server is stopping and takes no new jobs.", "Send it again once the server is back.")
-            early = self._finished.get(job_id)
-            if early is not None and not early.arrived and early.user == user:
+            early = self._early.get(job_id)
+            if early is not None and early.user == user:
                 early.arrived = True
+                self._remember(self._early.pop(job_id))
                 raise CancelledError(f"Job {job_id} was cancelled before its request arrived; nothing was run.")
-            if job_id in self._jobs or early is not None:
+            if job_id in self._jobs or job_id in self._finished or early is not None:
                 raise JobConflictError(f"Job id {job_id} is already used by another request.", "Make a new id for every request.")
             if len(self._jobs) >= self.max_queued:
                 raise QueueFullError(f"The server has {len(self._jobs)} jobs queued, the most it accepts.",
@@ -161,7 +171,7 @@ class JobQueue:
             job = self._find(job_id, user)
             if job is None:
                 if JOB_ID.fullmatch(job_id):
-                    self._remember(Job(job_id, "", user, "cancelled", arrived=False))
+                    self._remember_early(Job(job_id, "", user, "cancelled", arrived=False))
                 raise UnknownJobError(f"No job {job_id[:40]!r} is known to this server.",
                                       "It may have finished long ago; if its request is still on the way, it will be refused.")
             if job.state in ACTIVE:
@@ -169,20 +179,30 @@ class JobQueue:
             return job
 
     def status(self, job_id: str, user: str | None = None) -> dict:
-        """{"job_id", "state", "position", "queue_length"}: position counts the jobs that run before this one starts
-        (the running one included), 0 once it runs; queue_length the jobs waiting for the device. UnknownJobError,
-        NotYourJobError as for `cancel`."""
+        """{"job_id", "state", "position", "queue_length", "fraction"}: position counts the jobs that run before this
+        one starts (the running one included), 0 once it runs; queue_length the jobs waiting for the device; fraction
+        the running job's progress 0..1 (None while queued or before its first progress, 1 once done, None if it
+        failed or was cancelled). UnknownJobError, NotYourJobError as for `cancel`."""
         with self._lock:
             job = self._find(job_id, user)
             if job is None or not job.arrived:
                 raise UnknownJobError(f"No job {job_id[:40]!r} is known to this server.")
+            fraction = {"running": job.fraction, "done": 1.0}.get(job.state)
             return {"job_id": job.id, "state": job.state, "position": self._position(job),
-                    "queue_length": sum(map(len, self._waiting.values()))}
+                    "queue_length": sum(map(len, self._waiting.values())), "fraction": fraction}
 
-    def get(self, job_id: str | None) -> Job | None:
-        """The active job with this id, if any."""
+    def claim(self, job_id: str) -> Job:
+        """The active job `job_id`, for the engine to run. A job whose request was already answered (abandoned,
+        cancelled) raises its CancelledError, an id never registered UnknownJobError: neither may run as a new job."""
         with self._lock:
-            return self._jobs.get(job_id) if job_id else None
+            job = self._jobs.get(job_id)
+            if job is not None:
+                return job
+            gone = self._finished.get(job_id) or self._early.get(job_id)
+        if gone is None:
+            raise UnknownJobError(f"No job {job_id[:40]!r} is known to this server.")
+        raise CancelledError(f"Job {job_id} was not run: it ended ({gone.state}, {gone.reason or 'no reason given'}) "
+                             "before the engine had it; nothing was written.")
 
     @contextmanager
     def bound(self, job: Job) -> Iterator[Job]:
@@ -204,7 +224,7 @@ class JobQueue:
         self._lock.notify_all()
 
     def _find(self, job_id: str, user: str | None) -> Job | None:
-        job = self._jobs.get(job_id) or self._finished.get(job_id)
+        job = self._jobs.get(job_id) or self._finished.get(job_id) or self._early.get(job_id)
         if job is not None and job.user != user:
             raise NotYourJobError(f"Job {job_id} belongs to another user.", "A user can cancel and follow only their own jobs.")
         return job
@@ -239,6 +259,11 @@ class JobQueue:
         self._finished[job.id] = job
         while len(self._finished) > KEEP_FINISHED:
             self._finished.popitem(last=False)
+
+    def _remember_early(self, job: Job) -> None:
+        self._early[job.id] = job
+        while len(self._early) > KEEP_EARLY_CANCELS:
+            self._early.popitem(last=False)
 
 
 def cancelled(job: Job) -> CancelledError:

@@ -13,6 +13,7 @@ from .httperrors import http_error
 from .params import CLIENT_PARAMS, OUTPUT_FORMATS
 
 JOB_KEY = "satsegment_job_id"  # set by the app (never by the client) to the id of the job the request runs as
+SERIES_KEY = "satsegment_pacs_series"  # set by the app (never by the client): the PACS series UID the image was fetched as
 DESCRIPTION = ("SAT: segment any of ~450 anatomical structures named in text (CT, MRI, PET). "
                "Params: prompts (list of names), modality (ct, mri, pet or auto), sat_model, roi "
                "([x0, y0, z0, x1, y1, z1] RAS mm), output_format (labelmap or seg.nrrd).")
@@ -36,7 +37,7 @@ class SATInferTask(InferTask):
 
     def __call__(self, request: dict) -> tuple[str, dict]:
         try:
-            return self.engine.infer(request, request.get("image", ""), request.get(JOB_KEY))
+            return self.engine.infer(request, request.get("image", ""), request.get(JOB_KEY), request.get(SERIES_KEY))
         except Exception as exc:  # noqa: BLE001 - every failure answers this request only; the server stays up
             status, body = http_error(exc)
             raise HTTPException(status_code=status, detail=body) from exc

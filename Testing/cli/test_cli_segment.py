@@ -295,7 +295,7 @@ def test_dicom_series_auto_modality(examples_dir):
     from SATSegmentLib.imageio import resolve_modality
     from SATSegmentLib.job import Worker
 
-    image, meta = Worker()._read(str(examples_dir / "example_ct_dicom"))
+    image, meta = Worker().read(str(examples_dir / "example_ct_dicom"))
     assert resolve_modality("auto", meta) == "ct"
     assert image.GetSize()[2] == 20
 

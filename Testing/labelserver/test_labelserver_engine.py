@@ -12,6 +12,9 @@ import SimpleITK as sitk
 import slicerio
 
 from SATSegmentLib.errors import CancelledError, InputError, UnknownPromptError
+from SATSegmentLib.labelserver.engine import SeriesUnreadableError
+from SATSegmentLib.labelserver.httperrors import http_error
+from SATSegmentLib.labelserver.jobs import UnknownJobError
 from SATSegmentLib.labelserver.labelmap import write_labelmap
 from SATSegmentLib.labelserver.params import ServerSettings, parse_params
 from SATSegmentLib.server import BadRequestError
@@ -133,6 +136,50 @@ def test_a_cancelled_job_is_refused_and_leaves_no_files_and_others_run(engine, c
     other = engine.jobs.submit(uuid.uuid4().hex, "client:b")
     _, info = engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), other.id)
     assert info["job_id"] == other.id and engine.jobs.status(other.id)["state"] == "done"
+
+
+def test_a_job_whose_request_was_answered_before_the_engine_had_it_is_never_run(engine, ct_path, monkeypatch):
+    runs = []
+    monkeypatch.setattr(engine.worker, "run", lambda *args: runs.append(args))
+    job = engine.jobs.submit(uuid.uuid4().hex, "client:a")
+    engine.jobs.abandon(job)  # MONAI Label's infer timeout answered the request while the job waited for a thread
+    with pytest.raises(CancelledError, match="was not run"):
+        engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), job.id)
+    with pytest.raises(UnknownJobError):
+        engine.infer({"prompts": ["liver"], "modality": "ct"}, str(ct_path), uuid.uuid4().hex)
+    assert runs == [] and engine.jobs.status(job.id)["state"] == "failed"
+
+
+@pytest.fixture
+def gapped_series(examples_dir, tmp_path) -> Path:
+    """The example CT series with its middle slice missing."""
+    import shutil
+
+    import pydicom
+
+    files = sorted((examples_dir / "example_ct_dicom").iterdir(),
+                   key=lambda path: float(pydicom.dcmread(path, stop_before_pixels=True).ImagePositionPatient[2]))
+    folder = tmp_path / "gapped"
+    folder.mkdir()
+    for path in files[:10] + files[11:]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_a_pacs_series_the_server_cannot_read_is_told_apart_from_the_clients_errors(engine, gapped_series, examples_dir):
+    params, series = {"prompts": ["liver"], "modality": "ct"}, str(examples_dir / "example_ct_dicom")
+    outside = {**params, "roi": [5000, 5000, 5000, 5100, 5100, 5100]}
+    for _ in range(2):  # the second time after a failed read: the worker's last read must not be kept as the image
+        with pytest.raises(InputError, match="ROI") as roi:  # a readable series, the client's ROI outside it
+            engine.infer(outside, series, series="1.2.3")
+        assert roi.value.code == "bad_input" and http_error(roi.value)[1]["code"] == "bad_input"
+        with pytest.raises(SeriesUnreadableError, match="cannot read series 1.2.3 from its PACS: .*slice") as caught:
+            engine.infer(params, str(gapped_series), series="1.2.3")
+    status, body = http_error(caught.value)
+    assert status == 422 and body["code"] == "series_unreadable" and "Upload the volume" in body["hint"]
+    with pytest.raises(InputError) as uploaded:  # the same files uploaded: the client's own input
+        engine.infer(params, str(gapped_series))
+    assert uploaded.value.code == "bad_input"
 
 
 def test_satsegment_server_starts_monai_label_with_the_app():

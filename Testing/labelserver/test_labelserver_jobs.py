@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from SATSegmentLib.errors import CancelledError, InputError
-from SATSegmentLib.labelserver.jobs import (JobConflictError, JobQueue, NotYourJobError, QueueFullError, ServerStoppingError,
-                                            UnknownJobError, cancelled)
+from SATSegmentLib.labelserver.jobs import (KEEP_EARLY_CANCELS, KEEP_FINISHED, JobConflictError, JobQueue, NotYourJobError,
+                                            QueueFullError, ServerStoppingError, UnknownJobError, cancelled)
 
 
 class Runner:
@@ -64,7 +64,8 @@ def test_turns_go_round_robin_across_clients_and_positions_say_so():
     a1, a2, a3 = (runner.start("a") for _ in range(3))  # one client's three jobs, then another client's one
     b1 = runner.start("b")
     assert [queue.status(job.id)["position"] for job in (a1, b1, a2, a3)] == [1, 2, 3, 4]
-    assert queue.status(blocker.id) == {"job_id": blocker.id, "state": "running", "position": 0, "queue_length": 4}
+    assert queue.status(blocker.id) == {"job_id": blocker.id, "state": "running", "position": 0, "queue_length": 4,
+                                        "fraction": None}
     release.set()
     runner.join()
     assert runner.order == [blocker.id, a1.id, b1.id, a2.id, a3.id]  # first come first served would run b1 last
@@ -145,6 +146,54 @@ def test_an_id_cancelled_before_its_request_arrives_is_refused_when_it_comes():
     with pytest.raises(CancelledError, match="cancelled before its request arrived"):
         queue.submit(job_id, "user:ann", "ann")
     assert queue.status(job_id, "ann")["state"] == "cancelled"
+
+
+def test_made_up_cancels_never_push_real_jobs_out_of_the_history():
+    queue = JobQueue()
+    finished = [queue.submit(None, "a") for _ in range(3)]
+    for job in finished:
+        queue.finish(job, "done")
+    first_early = uuid.uuid4().hex
+    for job_id in [first_early] + [uuid.uuid4().hex for _ in range(KEEP_FINISHED + KEEP_EARLY_CANCELS)]:
+        with pytest.raises(UnknownJobError):
+            queue.cancel(job_id)  # anyone without authentication can send these
+    assert [queue.status(job.id)["state"] for job in finished] == ["done"] * 3
+    assert queue.submit(first_early, "a").state == "queued"  # the early cancels are capped apart: the oldest is forgotten
+
+
+def test_the_status_follows_a_running_jobs_progress_and_it_never_goes_back():
+    queue = JobQueue()
+    job = queue.submit(None, "a")
+    assert queue.status(job.id)["fraction"] is None  # queued
+    with queue.turn(job):
+        assert queue.status(job.id)["fraction"] is None  # running, no progress yet
+        seen = []
+        for fraction in (0.05, 0.4, 0.0, 0.9, 1.5):  # a later stage may start its count at 0
+            job.advance(fraction)
+            seen.append(queue.status(job.id)["fraction"])
+        assert seen == [0.05, 0.4, 0.4, 0.9, 1.0]
+    queue.finish(job, "done")
+    assert queue.status(job.id)["fraction"] == 1.0
+    failed = queue.submit(None, "a")
+    failed.advance(0.3)
+    queue.finish(failed, "failed")
+    assert queue.status(failed.id)["fraction"] is None
+
+
+def test_a_job_that_ended_before_the_engine_had_it_is_refused_not_run_as_a_new_job():
+    queue = JobQueue()
+    job = queue.submit(uuid.uuid4().hex, "a")
+    assert queue.claim(job.id) is job
+    queue.abandon(job)  # its request was answered (timed out) before the engine had it
+    with pytest.raises(CancelledError, match=f"Job {job.id} was not run: it ended \\(failed, its request was answered\\)"):
+        queue.claim(job.id)
+    early = uuid.uuid4().hex
+    with pytest.raises(UnknownJobError):
+        queue.cancel(early)
+    with pytest.raises(CancelledError, match="was not run"):
+        queue.claim(early)
+    with pytest.raises(UnknownJobError):
+        queue.claim(uuid.uuid4().hex)
 
 
 def test_job_ids_are_checked_and_never_reused():

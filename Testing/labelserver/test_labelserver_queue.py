@@ -60,7 +60,7 @@ def test_the_server_answers_while_a_job_runs_and_a_cancelled_running_job_frees_i
     assert a.cancel(long_id) is True
     assert _cancelled(long_job.wait(120)) and a.status(long_id)["state"] == "cancelled"
     assert next_job.wait().label_names == {"spleen": 1} and b.status(next_id) == {
-        "job_id": next_id, "state": "done", "position": 0, "queue_length": 0}
+        "job_id": next_id, "state": "done", "position": 0, "queue_length": 0, "fraction": 1.0}
 
 
 def test_a_queued_job_is_cancelled_at_once_and_leaves_no_upload_behind(clients, long_scan, ct_path, jobs_helpers,
@@ -73,6 +73,21 @@ def test_a_queued_job_is_cancelled_at_once_and_leaves_no_upload_behind(clients, 
     assert a.cancel(long_id) and _cancelled(long_job.wait(120))
     left = [path.name for path in label_server.tmp.iterdir() if path.name.endswith((".nii.gz", ".nrrd")) or "satsegment" in path.name]
     assert left == []  # the uploaded scans are gone (MONAI Label's own would stay after an error answer)
+
+
+def test_a_running_jobs_status_shows_its_progress_growing(clients, long_scan, jobs_helpers):
+    Background, wait_until = jobs_helpers
+    a, job_id, fractions = clients("a"), new_job_id(), []
+    job = Background(lambda: a.segment(["liver"], "ct", image_path=long_scan(), job_id=job_id))
+    wait_until(lambda: _state(a, job_id, "running"), what="the job to run")
+    while (status := a.status(job_id))["state"] == "running":
+        fractions.append(status["fraction"])
+        time.sleep(0.2)
+    assert job.wait().label_names == {"liver": 1} and a.status(job_id)["fraction"] == 1.0
+    known = [fraction for fraction in fractions if fraction is not None]
+    print(f"{len(fractions)} statuses while running, fractions {known[:3]} ... {known[-3:]}")
+    assert any(0 < fraction < 1 for fraction in known) and len(set(known)) > 2
+    assert known == sorted(known) and fractions[fractions.index(known[0]):] == known  # never back, never None again
 
 
 def test_turns_alternate_between_clients(clients, long_scan, jobs_helpers):

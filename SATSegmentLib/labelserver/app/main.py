@@ -16,6 +16,7 @@ import traceback
 
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 
@@ -25,7 +26,7 @@ from SATSegmentLib.labelserver.engine import InferEngine
 from SATSegmentLib.labelserver.httperrors import not_found
 from SATSegmentLib.labelserver.images import datastore_failed
 from SATSegmentLib.labelserver.params import ServerSettings
-from SATSegmentLib.labelserver.task import JOB_KEY, SATInferTask
+from SATSegmentLib.labelserver.task import JOB_KEY, SERIES_KEY, SATInferTask
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +51,19 @@ class SATSegmentApp(MONAILabelApp):
         return {"sat": SATInferTask(self.engine)}
 
     def infer(self, request: dict, datastore=None) -> dict:
-        """Run as the job our route registered for this request (None: the engine makes one); refuse an image id
-        the datastore does not hold (MONAI Label would run on an empty path)."""
+        """Run as the job our route registered for this request (None: the engine makes one), telling the engine
+        which PACS series the image is (a series it cannot read is answered apart from the client's errors);
+        refuse an image id the datastore does not hold (MONAI Label would run on an empty path)."""
         job = self.engine.jobs.current()
-        request = {**request, JOB_KEY: job.id if job else None}
         image = request.get("image")
         store = datastore or self.datastore()
-        if isinstance(image, str) and image and not os.path.exists(image) and not _known(store, image):
+        stored = isinstance(image, str) and bool(image) and not os.path.exists(image)
+        if stored and not _known(store, image):
             status, body = not_found(f"The server's datastore has no image {image[:80]!r}.",
                                      "List the images with GET /datastore/?output=all, or upload the image with the request.")
             raise HTTPException(status_code=status, detail=body)
-        return super().infer(request, datastore)
+        series = image if stored and isinstance(store, DICOMWebDatastore) else None
+        return super().infer({**request, JOB_KEY: job.id if job else None, SERIES_KEY: series}, datastore)
 
     def _download_dcmqi_tools(self) -> None:
         """MONAI Label would download dcmqi into the installed package for DICOM SEG output, which this app does

@@ -53,6 +53,8 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
                         output: ResultType | None = None, job_id: str = "", client_id: str = "",
                         user: User = Depends(user_role)):
         owner = _owner(user)
+        if file is None:
+            _refuse_a_path(image)
         job = _answer_errors(jobs.submit, job_id or None, _client(owner, client_id, request), owner)
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, jobs, job))
         try:
@@ -97,6 +99,15 @@ async def _cancel_on_disconnect(request: Request, jobs: JobQueue, job: Job) -> N
     if job.state in ("queued", "running"):
         logger.info("job %s cancelled: its client disconnected", job.id)
         jobs.cancel(job.id, job.user, reason="its client disconnected")
+
+
+def _refuse_a_path(image: str) -> None:
+    """Refuse an `image` that is a path: MONAI Label would read any file the server can, so clients name images of
+    the datastore only (ids never hold a path separator) or upload theirs."""
+    if image in (".", "..") or any(separator in image for separator in ("/", "\\")):
+        raise HTTPException(400, {"code": "bad_request", "exit_code": 2,
+                                  "message": f"'image' must be an image id of the server's datastore, not a path: {image[:80]!r}.",
+                                  "hint": "List the images with GET /datastore/?output=all, or upload the scan with the request."})
 
 
 def _owner(user: User) -> str | None:

@@ -67,6 +67,8 @@ def test_an_unknown_prompt_is_refused_with_suggestions(client):
 
 @pytest.mark.parametrize("call, status, message", [
     (dict(prompts=["liver"], modality="ct", image_id="no-such-scan"), 404, "has no image 'no-such-scan'"),
+    (dict(prompts=["liver"], modality="ct", image_id=str(Path(__file__))), 400, "image id of the server's datastore, not a path"),
+    (dict(prompts=["liver"], modality="ct", image_id="../studies/ct"), 400, "not a path"),
     (dict(prompts=["liver"], modality="ultrasound", image_id="ct"), 422, "modality"),
     (dict(prompts=["liver"], modality="ct", image_id="ct", sat_model="pro"), 400, "Model 'pro' is not served here"),
     (dict(prompts=["liver"], modality="ct", image_id="ct", roi=[1, 2, 3]), 400, "six numbers"),

@@ -30,8 +30,8 @@ SERIES_UID_TAG = "0020,000E"
 # what the server answers when it cannot read a series from its PACS (cannot fetch it, refuses its geometry, no
 # longer has it): the volume is uploaded instead
 PACS_FAILURES = ("datastore_error", "bad_input", "not_found")
-CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
-# one that did not know the job, e.g. still receiving the upload, is asked again for that long)
+CANCEL_GRACE_S = 5.0  # a run whose server has not ended the request this long after Cancel is left behind (and a
+# server that did not know the job, e.g. still receiving the upload, is asked again for that long)
 
 
 def errorEvent(exc: RemoteError) -> dict:
@@ -131,15 +131,21 @@ class RemoteRunner(RunnerBase):
             return False
 
     def cancel(self) -> None:
-        """Stop the run: the server stops the job; if it cannot, the request is abandoned (its answer is dropped)."""
+        """Stop the run without waiting on the network (the GUI calls this): a thread asks the server to stop the
+        job; the run ends when the server ends the request, at once when the server cannot be asked or does not
+        know the job, and CANCEL_GRACE_S from now at the latest (a late answer is dropped)."""
         jobId = self._jobId
         if not jobId or self._cancelDeadline is not None:
             return
-        if self.askCancel(jobId):
-            self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
-        else:  # the run ends now; the server may not know the job yet (still uploading): keep asking a while
+        self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
+        threading.Thread(target=self._sendCancel, args=(jobId,), daemon=True).start()
+
+    def _sendCancel(self, jobId: str) -> None:
+        """Thread: ask the server to stop the job; when it does not know it (e.g. still receiving the upload), the
+        run ends now and the server is asked again a while."""
+        if not self.askCancel(jobId):
             self._events.put((jobId, "abandoned", None))
-            threading.Thread(target=self._keepAskingCancel, args=(jobId,), daemon=True).start()
+            self._keepAskingCancel(jobId)
 
     def _keepAskingCancel(self, jobId: str) -> None:
         """Thread: ask the server to cancel an abandoned job about every second, until it knows it or the grace ends."""

@@ -58,10 +58,10 @@ class _SpyClient(LabelServerClient):
         super().__init__(url, timeout=RUN_TIMEOUT)
         self.infer_bytes: list[int] = []
 
-    def _request(self, method, path, body=None, content_type=None):
+    def _request(self, method, path, body=None, content_type=None, timeout=None):
         if path.startswith("/infer/"):
             self.infer_bytes.append(len(body))
-        return super()._request(method, path, body, content_type)
+        return super()._request(method, path, body, content_type, timeout)
 
 
 class _PacsDownClient(_SpyClient):

@@ -5,6 +5,7 @@ on 127.0.0.1 (Test connection, a run whose result is imported with TG-263 names,
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -197,6 +198,31 @@ def test_cancel_on_the_server_leaves_the_scene_as_it_was(on_server):
     _wait_for_run(panel)
     assert "Cancelled" in ui.statusLabel.text and ui.applyButton.text == "Apply"
     assert panel.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+@pytest.mark.parametrize("stop", ["Cancel", "closing the module"])
+def test_cancel_and_closing_the_module_never_wait_for_a_server_that_does_not_answer(stop, ct_block, panel, silent_server):
+    import SATSegmentSlicerLib.remoterunner as remoterunner
+
+    ui = panel.ui
+    _choose(ui.computeOnComboBox, "server")
+    panel.type(ui.serverUrlLineEdit, silent_server)
+    ui.serverUrlLineEdit.editingFinished.emit()
+    panel.type(ui.promptLineEdit, "liver")
+    panel.click(ui.applyButton)
+    panel.process(0.3)  # the run waits for the server's answer
+    started = time.monotonic()
+    if stop == "Cancel":
+        panel.click(ui.applyButton)
+    else:
+        panel.widget.exit()
+        panel.widget.cleanup()
+    assert time.monotonic() - started < 0.5  # Slicer's GUI thread was not held
+    panel.waitUntil(lambda: not panel.logic.running, remoterunner.CANCEL_GRACE_S + 1, "the end of the run")
+    assert panel.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+    if stop == "Cancel":
+        panel.process(0.1)
+        assert "Cancelled" in ui.statusLabel.text and ui.applyButton.text == "Apply"
 
 
 def test_server_progress_and_an_unknown_prompt_as_the_user_sees_them(on_server):

@@ -27,9 +27,9 @@ from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase,
 
 STATUS_INTERVAL_S = 1.0
 SERIES_UID_TAG = "0020,000E"
-# what the server answers when it cannot read a series from its PACS (cannot fetch it, refuses its geometry, no
-# longer has it): the volume is uploaded instead
-PACS_FAILURES = ("datastore_error", "bad_input", "not_found")
+# what the server answers when it cannot read a series from its PACS (cannot read it, its PACS failed, no longer has
+# it): the volume is uploaded instead; never on the user's own errors (bad_input: e.g. an ROI outside the image)
+PACS_FAILURES = ("series_unreadable", "datastore_error", "not_found")
 CANCEL_GRACE_S = 5.0  # a run whose server has not ended the request this long after Cancel is left behind (and a
 # server that did not know the job, e.g. still receiving the upload, is asked again for that long)
 

@@ -80,6 +80,26 @@ def test_sat_names_and_a_new_segmentation_referencing_the_volume(scene, small_ct
     assert [s["term"] for s in outcome.segments] == ["liver", "spleen"]
 
 
+def test_a_segmentation_the_user_made_on_the_dicom_volume_is_linked_for_export_one_on_another_volume_is_not(
+        scene, small_ct, ct_volume, label_server, tmp_path):
+    from SATSegmentSlicerLib import dicomlinks
+
+    small_ct.SetAttribute(dicomlinks.INSTANCE_UIDS, "1.2.826.0.1.3680043.8.498.1")  # as Slicer's DICOM loader leaves it
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient"), "study")
+    hierarchy.CreateItem(study, small_ct)
+    mine, onOther = (scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name) for name in ("mine", "on the whole CT"))
+    mine.SetReferenceImageGeometryParameterFromVolumeNode(small_ct)  # as the Segment Editor does
+    onOther.SetReferenceImageGeometryParameterFromVolumeNode(ct_volume)
+    runner = _runner(label_server.url, tmp_path)
+    for node in (mine, onOther):
+        assert _run(runner, RunRequest(small_ct, ["liver"], "ct", outputSegmentationNode=node)).status == "done"
+        runner.outcomes.clear()
+    assert dicomlinks.whyNotExportable(mine) == "" and hierarchy.GetItemParent(hierarchy.GetItemByDataNode(mine)) == study
+    assert dicomlinks.whyNotExportable(onOther) == "not_dicom"  # its own volume is no DICOM volume: left as it was
+    assert onOther.GetNodeReference(onOther.GetReferenceImageGeometryReferenceRole()) is ct_volume
+
+
 def test_an_unknown_prompt_ends_as_an_error_with_suggestions(scene, small_ct, label_server, tmp_path):
     runner = _runner(label_server.url, tmp_path)
     outcome = _run(runner, RunRequest(small_ct, ["lefft lung upper"], "ct"))

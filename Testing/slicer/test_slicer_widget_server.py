@@ -99,11 +99,15 @@ def test_the_naming_choice_is_kept_in_the_parameter_node(panel):
 def test_export_to_dicom_is_offered_only_for_a_dicom_study(ct_block, panel, slicer_env):
     ui = panel.ui
     output = segments.createOutputSegmentation(ct_block)
-    output.GetSegmentation().AddEmptySegment("", "liver")
     ui.outputSegmentationSelector.setCurrentNode(output)
+    panel.process()
+    assert not ui.exportDicomButton.enabled and "has segments" in ui.exportDicomButton.toolTip
+    output.GetSegmentation().AddEmptySegment("", "liver")
     panel.process()
     assert not ui.exportDicomButton.enabled and "loaded from DICOM" in ui.exportDicomButton.toolTip
     study = _fromDicom(slicer_env.scene, ct_block)
+    panel.widget.setProcessingState()
+    assert not ui.exportDicomButton.enabled and "Apply on that volume links it" in ui.exportDicomButton.toolTip
     assert dicomlinks.linkToSource(output, ct_block)
     panel.widget.setProcessingState()
     assert ui.exportDicomButton.enabled and "QuantitativeReporting" in ui.exportDicomButton.toolTip

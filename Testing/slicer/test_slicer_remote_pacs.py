@@ -4,6 +4,8 @@ result lands on the volume's grid exactly as the uploaded volume's result does; 
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +187,7 @@ class _SeriesUnreadableClient(_SpyClient):
     """Stand-in for the server's answer of interface (A) to a named series it cannot read from its PACS."""
 
     def segment(self, *args, **kwargs):
+        self.job_ids = [*getattr(self, "job_ids", []), kwargs.get("job_id")]
         if kwargs.get("image_id") is not None:
             self.infer_bytes.append(0)
             raise RemoteError("slice 11 of 20 is missing", status=422,
@@ -200,3 +203,36 @@ def test_a_series_the_server_says_it_cannot_read_is_uploaded_instead(scene, pacs
     assert said[0] == "the server reads the series from the PACS" and said[1] == (
         "uploading the volume (the server could not read the series from the PACS: slice 11 of 20 is missing)")
     assert outcome.segments[0]["term"] == "liver"
+
+
+class _CancelBeforeUpload(queue.Queue):
+    """The runner's event queue, cancelling the run the moment the runner says it will upload after a failed PACS
+    run (after it checked that the run was not cancelled, before the upload is sent) and waiting for the cancel."""
+
+    def __init__(self, runner: RemoteRunner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def put(self, item, *args, **kwargs) -> None:
+        super().put(item, *args, **kwargs)
+        jobId, kind, payload = item
+        if kind == "status" and payload.get("message", "").startswith("uploading the volume (the server could not"):
+            self.runner.cancel()
+            thread = next(t for t in threading.enumerate() if t.name == f"SATSegment cancel {jobId}")
+            thread.join(10)
+
+
+def test_an_upload_replacing_a_failed_pacs_run_after_cancel_is_refused_by_the_server(scene, pacs_server, tmp_path):
+    from SATSegmentLib import __version__
+
+    server, series, folder, _ = pacs_server
+    client, outcomes = _SeriesUnreadableClient(server.url), []
+    (tmp_path / "runs").mkdir()
+    runner = RemoteRunner(client, lambda event: None, outcomes.append, str(tmp_path / "runs"), __version__)
+    runner._events = _CancelBeforeUpload(runner)
+    runner.start(RunRequest(_loadedFromDicom(scene, folder, series), ["liver"], "ct"))
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert [outcome.status for outcome in outcomes] == ["cancelled"]
+    assert len(client.infer_bytes) == 2 and client.job_ids[0] != client.job_ids[1]  # the upload was sent, with its id
+    assert client.status(client.job_ids[1])["state"] == "cancelled"  # and refused: it never ran
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0

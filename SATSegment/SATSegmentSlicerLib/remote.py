@@ -161,13 +161,17 @@ class LabelServerClient:
             request.add_header("Content-Type", content_type)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        timeout = timeout or self.control_timeout
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.control_timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:
             raise _server_error(exc.code, exc.read(), bool(self.token)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):  # connected (or connecting), but no answer
+                raise RemoteError(f"{self.url} gave no answer within {_duration(timeout)}.", "Its queue may be long or "
+                                  "the server overloaded: try again later, or ask the administrator.", code="timed_out") from None
             raise RemoteError(f"Cannot reach {self.url}: {reason}.", "Check the address, that the server runs, and the network.") from None
 
 
@@ -224,6 +228,11 @@ def _server_error(status: int, data: bytes, sent_token: bool = False) -> RemoteE
         return RemoteError(f"The server refused this request: {detail}", "Ask the administrator for access to SATSegment.",
                            status, "forbidden")
     return RemoteError(f"The server answered HTTP {status}: {str(detail or data[:200].decode(errors='replace'))}", "", status)
+
+
+def _duration(seconds: float) -> str:
+    """'60 min' or '15 s': a timeout as the user reads it."""
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _major_minor(version: str) -> tuple[str, ...]:

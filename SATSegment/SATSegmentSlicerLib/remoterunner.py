@@ -75,13 +75,22 @@ class RemoteRunner(RunnerBase):
             threading.Thread(target=self._watch, args=(jobId, done), daemon=True).start()  # after saying which
             send = functools.partial(self.client.segment, request.prompts, request.modality, roi=options.get("roi"),
                                      sat_model=model, output_format="seg.nrrd", allow_free_text=request.allowFreeText)
-            result = self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
-                                                                                                  job_id=jobId)
-            self._events.put((jobId, "result", result))
+            self._events.put((jobId, "result", self._segment(jobId, send, image, inputPath)))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
         except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
             self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
+
+    def _segment(self, jobId: str, send: Callable[..., RemoteResult], image: str | None, inputPath: str) -> RemoteResult:
+        """Worker thread: the job's request (on the PACS series, else the upload); a job the server did not answer
+        in time is cancelled there, so that it does not run for nobody, and the error says so."""
+        try:
+            return self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
+                                                                                               job_id=jobId)
+        except RemoteError as exc:
+            if exc.code != "timed_out" or not self.askCancel(self._serverIds.get(jobId, jobId)):
+                raise
+            raise RemoteError(f"{exc.message} The job was cancelled on the server.", exc.hint, exc.status, exc.code) from None
 
     def _imageOnServer(self, jobId: str, series: tuple[str, int] | None) -> str | None:
         """Worker thread: the SeriesInstanceUID to name when the server's datastore is a PACS holding the volume's

@@ -75,3 +75,30 @@ def test_cancel_and_close_return_at_once_and_end_the_run_soon_when_the_server_ne
     assert _secondsUntilEnded(runner, 30) < remoterunner.CANCEL_GRACE_S + 1
     assert [o.status for o in runner.outcomes] == ["cancelled"] and not runner.busy
     assert not list(Path(runner.tempRoot).iterdir())
+
+
+def test_a_request_without_an_answer_in_time_says_so_not_that_the_server_is_unreachable(silent_server, tmp_path):
+    image = tmp_path / "ct.nrrd"
+    image.write_bytes(b"NRRD0004\n")
+    with pytest.raises(RemoteError) as raised:
+        LabelServerClient(silent_server, timeout=90.0, control_timeout=0.5).check()
+    assert raised.value.code == "timed_out" and raised.value.message.endswith("gave no answer within 0.5 s.")
+    with pytest.raises(RemoteError) as raised:
+        LabelServerClient(silent_server, timeout=1.0).segment(["liver"], "ct", image_path=image)
+    error = raised.value
+    assert error.code == "timed_out" and error.message == f"{silent_server} gave no answer within 1 s."
+    assert "Cannot reach" not in error.message and "address" not in error.hint and "try again later" in error.hint
+
+
+def test_a_job_the_server_did_not_answer_in_time_is_cancelled_there_and_the_error_says_so(scene, ct_volume, label_server,
+                                                                                         tmp_path):
+    runner = _runner(LabelServerClient(label_server.url, timeout=0.3), tmp_path)  # the whole CT takes longer
+    jobId = runner.start(RunRequest(ct_volume, ["liver", "spleen"], "ct"))
+    runner.waitUntilFinished(120)
+    [outcome] = runner.outcomes
+    assert outcome.status == "error" and outcome.error["code"] == "timed_out", outcome.error
+    assert outcome.error["message"] == f"{label_server.url} gave no answer within 0.3 s. The job was cancelled on the server."
+    deadline = time.monotonic() + 60
+    while runner.client.status(jobId)["state"] in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.client.status(jobId)["state"] == "cancelled"

@@ -138,7 +138,8 @@ class LabelServerClient:
 
     def status(self, job_id: str) -> dict:
         """{"state": "queued" | "running" | "done" | "failed" | "cancelled" | "unknown", "position": jobs that run
-        before it starts (the running one included), 0 once it runs}."""
+        before it starts (the running one included), 0 once it runs, "fraction": a running job's progress 0..1
+        (None or absent while queued or unknown, or from an older server)}."""
         try:
             return self._json("GET", _job_path(job_id))
         except RemoteError as error:

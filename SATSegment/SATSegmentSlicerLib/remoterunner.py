@@ -129,7 +129,7 @@ class RemoteRunner(RunnerBase):
                 self._events.put((jobId, "status", status))
 
     def jobStatus(self, jobId: str) -> dict | None:
-        """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
+        """The server's {'state', 'position', 'fraction'} for the job, or None when the server cannot tell."""
         try:
             return self.client.status(self._serverIds.get(jobId, jobId))
         except RemoteError:
@@ -181,7 +181,7 @@ class RemoteRunner(RunnerBase):
         if kind == "status":
             if payload.get("state") != "unknown":  # not on the server yet (uploading): what was said stays
                 self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
-                                 "position": payload.get("position", 0), "fraction": None,
+                                 "position": payload.get("position", 0), "fraction": payload.get("fraction"),
                                  "message": payload.get("message") or _statusText(payload)})
             return
         self._done.set()

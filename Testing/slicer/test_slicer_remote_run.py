@@ -253,3 +253,23 @@ def test_queue_position_is_reported_as_progress(scene, small_ct, label_server, t
     assert client.asked and set(client.asked) == {jobId}
     assert [e["message"] for e in runner.events[:2]] == ["uploading the volume", "waiting: 2 jobs ahead"]
     assert runner.events[1]["state"] == "queued" and runner.events[1]["position"] == 2
+    assert runner.events[1]["fraction"] is None
+
+
+class _ProgressClient(_CancellingClient):
+    """Stand-in for the status of a running job with its progress (interface B), until the server reports it."""
+
+    def status(self, job_id: str) -> dict:
+        self.asked.append(job_id)
+        return {"job_id": job_id, "state": "running", "position": 0, "fraction": min(0.9, 0.1 * len(self.asked))}
+
+
+def test_the_servers_progress_of_a_running_job_is_the_runs_fraction(scene, small_ct, label_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.01)
+    runner = _runner(label_server.url, tmp_path, client=_ProgressClient(label_server.url, known=True))
+    runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert runner.outcomes[0].status == "done", runner.outcomes[0].error
+    fractions = [event["fraction"] for event in runner.events if event["state"] == "running"]
+    assert fractions and fractions[0] == pytest.approx(0.1) and fractions == sorted(fractions)
+    assert [event["message"] for event in runner.events[1:3]] == ["running", "running"]

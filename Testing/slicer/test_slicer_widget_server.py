@@ -177,7 +177,7 @@ def test_a_run_on_the_server_imports_tg263_names_into_the_volumes_study(on_serve
         panel.type(ui.promptLineEdit, text)
         panel.key(ui.promptLineEdit, QtCore.Qt.Key_Return)
     panel.click(ui.applyButton)
-    assert ui.applyButton.text == "Cancel" and ui.statusLabel.text.startswith("Sending the volume to http://127.0.0.1")
+    assert ui.applyButton.text == "Cancel" and ui.statusLabel.text.startswith("Contacting http://127.0.0.1")
     assert not ui.computeOnComboBox.enabled
     panel.screenshot("server-running")
     _wait_for_run(panel)
@@ -231,10 +231,11 @@ def test_cancel_and_closing_the_module_never_wait_for_a_server_that_does_not_ans
 
 def test_server_progress_and_an_unknown_prompt_as_the_user_sees_them(on_server):
     panel, ui = on_server, on_server.ui
-    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "queued", "position": 2})
-    assert ui.statusLabel.text == "Server: waiting, 2 jobs ahead."
-    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "running", "position": 0})
-    assert ui.statusLabel.text == "Server: running."
+    ui.progressBar.setValue(0)
+    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "queued", "position": 2, "fraction": None})
+    assert ui.statusLabel.text == "Server: waiting, 2 jobs ahead." and ui.progressBar.value == 0
+    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "running", "position": 0, "fraction": 0.4})
+    assert ui.statusLabel.text == "Server: running." and ui.progressBar.value == 40  # the server's progress
     for state, status, logged in (
             ("reading from the PACS", "Server: reading the series from its PACS (nothing uploaded).", "reads the series"),
             ("uploading", "Server: uploading the volume.", "could not read the series")):

@@ -162,7 +162,8 @@ class RemoteRunner(RunnerBase):
     def _sendCancel(self, jobId: str, serverIds: tuple[str, ...]) -> None:
         """Thread: cancel every id of the run on the server; when it knew none (e.g. the upload still arriving), the
         run ends now: the server remembers the ids as cancelled and refuses them when they arrive."""
-        if not any([self.askCancel(serverId) for serverId in serverIds]):  # a list: every id is asked
+        known = [self.askCancel(serverId) for serverId in serverIds]  # every id is asked
+        if not any(known):
             self._events.put((jobId, "abandoned", None))
 
     def poll(self) -> None:

@@ -206,7 +206,7 @@ def test_cancel_on_the_server_leaves_the_scene_as_it_was(on_server):
 
 @pytest.mark.parametrize("stop", ["Cancel", "closing the module"])
 def test_cancel_and_closing_the_module_never_wait_for_a_server_that_does_not_answer(stop, ct_block, panel, silent_server):
-    import SATSegmentSlicerLib.remoterunner as remoterunner
+    from SATSegmentSlicerLib import remoterunner
 
     ui = panel.ui
     _choose(ui.computeOnComboBox, "server")

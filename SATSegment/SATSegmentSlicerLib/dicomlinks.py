@@ -63,3 +63,15 @@ def exportItem(segmentationNode: slicer.vtkMRMLSegmentationNode | None) -> int:
         item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMReferencedInstanceUIDsAttributeName()) if item else ""
     study = hierarchy.GetItemAncestorAtLevel(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMLevelStudy()) if item else 0
     return item if referenced and study else 0
+
+
+def whyNotExportable(segmentationNode: slicer.vtkMRMLSegmentationNode | None) -> str:
+    """Why Export to DICOM is unavailable for the segmentation, as a code for the widget's words ('' when it is
+    available): 'no_segments', 'not_linked' (its volume came from DICOM, but no result linked it yet) or 'not_dicom'."""
+    if segmentationNode is None or segmentationNode.GetScene() is None \
+            or not segmentationNode.GetSegmentation().GetNumberOfSegments():
+        return "no_segments"
+    if exportItem(segmentationNode):
+        return ""
+    reference = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+    return "not_linked" if dicomStudyItem(reference) else "not_dicom"

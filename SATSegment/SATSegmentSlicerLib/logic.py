@@ -25,8 +25,8 @@ class ServerChoice:
     token: str = ""
 
 
-CONNECTION_TIMEOUT_S = 15.0
-RUN_TIMEOUT_S = 3600.0  # a job waits its turn in the server's queue before its answer starts
+CONNECTION_TIMEOUT_S = 15.0  # every call to a server but the run's request: check, image info, status, cancel
+RUN_TIMEOUT_S = 3600.0  # the run's request: its job waits its turn in the server's queue before its answer starts
 
 
 class ModuleLogic:
@@ -110,8 +110,9 @@ class ModuleLogic:
         from .remote import LabelServerClient
         from .remoterunner import RemoteRunner
 
-        return RemoteRunner(LabelServerClient(server.url, server.token or None, RUN_TIMEOUT_S), lambda event: self.onRunProgress(event),
-                            lambda outcome: self.onRunFinished(outcome), self.temporaryPath(), __version__)
+        client = LabelServerClient(server.url, server.token or None, RUN_TIMEOUT_S, control_timeout=CONNECTION_TIMEOUT_S)
+        return RemoteRunner(client, lambda event: self.onRunProgress(event), lambda outcome: self.onRunFinished(outcome),
+                            self.temporaryPath(), __version__)
 
     @staticmethod
     def testConnection(server: ServerChoice) -> dict:
@@ -120,7 +121,7 @@ class ModuleLogic:
 
         from .remote import LabelServerClient
 
-        return LabelServerClient(server.url, server.token or None, timeout=CONNECTION_TIMEOUT_S).check(__version__)
+        return LabelServerClient(server.url, server.token or None, control_timeout=CONNECTION_TIMEOUT_S).check(__version__)
 
     def cancel(self) -> None:
         if self._runner:

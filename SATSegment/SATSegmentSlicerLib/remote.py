@@ -4,7 +4,8 @@ it, cancel it, get the result.
 Only the URL the user typed is ever contacted. A result is the file the server returned (a label image, or a
 .seg.nrrd) and the JSON that came with it: label names → values, segments, warnings. Server errors come back
 as `RemoteError` with the server's message, hint and suggestions. `segment` blocks; `status` and `cancel` may
-be called from another thread meanwhile, with the job id `segment` was given (`new_job_id()`).
+be called from another thread meanwhile, with the job id `segment` was given (`new_job_id()`). Only `segment`
+waits long (its job may wait its turn in the server's queue); the other calls give up after `control_timeout`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 TASK = "sat"
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 600.0  # how long `segment` waits for its answer
+CONTROL_TIMEOUT = 15.0  # how long the other calls (check, image_info, status, cancel) wait
 # Who this process is to the server when it has no authentication: its jobs take turns with other clients' jobs.
 PROCESS_CLIENT_ID = uuid.uuid4().hex
 
@@ -64,15 +66,17 @@ class RemoteResult:
 
 
 class LabelServerClient:
-    """Talks to one server, at the URL the user typed (with an optional bearer token)."""
+    """Talks to one server, at the URL the user typed (with an optional bearer token); `timeout` is how long
+    `segment` waits for its answer, `control_timeout` how long every other call waits."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT, client_id: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = DEFAULT_TIMEOUT, client_id: str | None = None,
+                 control_timeout: float = CONTROL_TIMEOUT) -> None:
         parsed = urllib.parse.urlparse(url.strip())
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise RemoteError(f"{url!r} is not a server address.", "Type it as http://host:port, e.g. http://gpu-server:8000.")
         self.url = url.strip().rstrip("/")
         self.token = token or None
-        self.timeout = timeout
+        self.timeout, self.control_timeout = timeout, control_timeout
         self.client_id = client_id or PROCESS_CLIENT_ID
 
     def check(self, client_version: str | None = None) -> dict:
@@ -107,7 +111,7 @@ class LabelServerClient:
         query = urllib.parse.urlencode({"image": image_id or "", "output": "all", "client_id": self.client_id,
                                         **({"job_id": job_id} if job_id else {})})
         body, content_type = encode_multipart(fields)
-        _, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type)
+        _, headers, data = self._request("POST", f"/infer/{TASK}?{query}", body, content_type, self.timeout)
         return _result(headers.get("Content-Type", ""), data)
 
     def image_info(self, image_id: str) -> dict | None:
@@ -134,7 +138,8 @@ class LabelServerClient:
 
     def status(self, job_id: str) -> dict:
         """{"state": "queued" | "running" | "done" | "failed" | "cancelled" | "unknown", "position": jobs that run
-        before it starts (the running one included), 0 once it runs}."""
+        before it starts (the running one included), 0 once it runs, "fraction": a running job's progress 0..1
+        (None or absent while queued or unknown, or from an older server)}."""
         try:
             return self._json("GET", _job_path(job_id))
         except RemoteError as error:
@@ -149,19 +154,25 @@ class LabelServerClient:
         except ValueError:
             raise RemoteError(f"{self.url} did not answer with JSON; is it a MONAI Label server?") from None
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                 timeout: float | None = None):
+        """(status, headers, body) of one HTTP request, waiting `timeout` (default: `control_timeout`) for it."""
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
+        timeout = timeout or self.control_timeout
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.headers, response.read()
         except urllib.error.HTTPError as exc:
             raise _server_error(exc.code, exc.read(), bool(self.token)) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, TimeoutError):  # connected (or connecting), but no answer
+                raise RemoteError(f"{self.url} gave no answer within {_duration(timeout)}.", "Its queue may be long or "
+                                  "the server overloaded: try again later, or ask the administrator.", code="timed_out") from None
             raise RemoteError(f"Cannot reach {self.url}: {reason}.", "Check the address, that the server runs, and the network.") from None
 
 
@@ -218,6 +229,11 @@ def _server_error(status: int, data: bytes, sent_token: bool = False) -> RemoteE
         return RemoteError(f"The server refused this request: {detail}", "Ask the administrator for access to SATSegment.",
                            status, "forbidden")
     return RemoteError(f"The server answered HTTP {status}: {str(detail or data[:200].decode(errors='replace'))}", "", status)
+
+
+def _duration(seconds: float) -> str:
+    """'60 min' or '15 s': a timeout as the user reads it."""
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 def _major_minor(version: str) -> tuple[str, ...]:

@@ -27,11 +27,11 @@ from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase,
 
 STATUS_INTERVAL_S = 1.0
 SERIES_UID_TAG = "0020,000E"
-# what the server answers when it cannot read a series from its PACS (cannot fetch it, refuses its geometry, no
-# longer has it): the volume is uploaded instead
-PACS_FAILURES = ("datastore_error", "bad_input", "not_found")
-CANCEL_GRACE_S = 10.0  # a server that accepted a cancel but does not end the request by then is left behind (and
-# one that did not know the job, e.g. still receiving the upload, is asked again for that long)
+# what the server answers when it cannot read a series from its PACS (cannot read it, its PACS failed, no longer has
+# it): the volume is uploaded instead; never on the user's own errors (bad_input: e.g. an ROI outside the image)
+PACS_FAILURES = ("series_unreadable", "datastore_error", "not_found")
+CANCEL_GRACE_S = 5.0  # a run whose server has not ended the request this long after Cancel is left behind (and a
+# cancel lost on the network is sent again for that long)
 
 
 def errorEvent(exc: RemoteError) -> dict:
@@ -51,13 +51,16 @@ class RemoteRunner(RunnerBase):
         self._events: queue.Queue = queue.Queue()
         self._done = threading.Event()
         self._cancelDeadline: float | None = None
-        self._serverIds: dict[str, str] = {}  # a run's job id -> the server's, when a retry needed a new one
+        self._uploadIds: dict[str, str] = {}  # a run's job id -> the id its upload gets when the server cannot read
+        # the series from its PACS (the server refuses an id it has seen); made at start so that Cancel covers both
+        self._serverIds: dict[str, str] = {}  # a run's job id -> that upload id, once it is sent
 
     def start(self, request: RunRequest) -> str:
         """Export the volume and send the job from a worker thread; returns the job id. The scene is not changed."""
         inputPath = self._prepare(request)
         jobId = new_job_id()
         self._jobId, self._cancelDeadline, self._done = jobId, None, threading.Event()
+        self._uploadIds[jobId] = new_job_id()
         options = {**self._options(request), "series": dicomSeries(request.volumeNode)}
         threading.Thread(target=self._send, args=(jobId, str(inputPath), request, options, self._done), daemon=True).start()
         return jobId
@@ -72,13 +75,22 @@ class RemoteRunner(RunnerBase):
             threading.Thread(target=self._watch, args=(jobId, done), daemon=True).start()  # after saying which
             send = functools.partial(self.client.segment, request.prompts, request.modality, roi=options.get("roi"),
                                      sat_model=model, output_format="seg.nrrd", allow_free_text=request.allowFreeText)
-            result = self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
-                                                                                                  job_id=jobId)
-            self._events.put((jobId, "result", result))
+            self._events.put((jobId, "result", self._segment(jobId, send, image, inputPath)))
         except RemoteError as exc:
             self._events.put((jobId, "error", exc))
         except Exception as exc:  # noqa: BLE001 - whatever breaks in the thread ends the run as an error
             self._events.put((jobId, "error", RemoteError(f"The request failed: {exc}", code="internal_error")))
+
+    def _segment(self, jobId: str, send: Callable[..., RemoteResult], image: str | None, inputPath: str) -> RemoteResult:
+        """Worker thread: the job's request (on the PACS series, else the upload); a job the server did not answer
+        in time is cancelled there, so that it does not run for nobody, and the error says so."""
+        try:
+            return self._fromPacsElseUpload(jobId, send, image, inputPath) if image else send(image_path=inputPath,
+                                                                                               job_id=jobId)
+        except RemoteError as exc:
+            if exc.code != "timed_out" or not self.askCancel(self._serverIds.get(jobId, jobId)):
+                raise
+            raise RemoteError(f"{exc.message} The job was cancelled on the server.", exc.hint, exc.status, exc.code) from None
 
     def _imageOnServer(self, jobId: str, series: tuple[str, int] | None) -> str | None:
         """Worker thread: the SeriesInstanceUID to name when the server's datastore is a PACS holding the volume's
@@ -98,7 +110,7 @@ class RemoteRunner(RunnerBase):
 
     def _fromPacsElseUpload(self, jobId: str, send: Callable[..., RemoteResult], image: str, inputPath: str) -> RemoteResult:
         """Worker thread: the job on the series the server reads from its PACS; when it cannot read it, the job
-        again on the uploaded volume (under a new job id: the server refuses one it has seen)."""
+        again on the uploaded volume (under the run's upload id: the server refuses one it has seen)."""
         try:
             return send(image_id=image, job_id=jobId)
         except RemoteError as exc:
@@ -106,7 +118,7 @@ class RemoteRunner(RunnerBase):
                 raise
             self._events.put((jobId, "status", {"state": "uploading", "position": 0, "message": "uploading the volume "
                                                 f"(the server could not read the series from the PACS: {exc.message})"}))
-        self._serverIds[jobId] = new_job_id()
+        self._serverIds[jobId] = self._uploadIds[jobId]  # cancelled with the run's id: refused after Cancel
         return send(image_path=inputPath, job_id=self._serverIds[jobId])
 
     def _watch(self, jobId: str, done: threading.Event) -> None:
@@ -117,35 +129,42 @@ class RemoteRunner(RunnerBase):
                 self._events.put((jobId, "status", status))
 
     def jobStatus(self, jobId: str) -> dict | None:
-        """The server's {'state', 'position'} for the job, or None when the server cannot tell."""
+        """The server's {'state', 'position', 'fraction'} for the job, or None when the server cannot tell."""
         try:
             return self.client.status(self._serverIds.get(jobId, jobId))
         except RemoteError:
             return None
 
-    def askCancel(self, jobId: str) -> bool:
-        """Ask the server to stop the job; False when it does not know it (yet), or cannot be asked."""
-        try:
-            return bool(self.client.cancel(self._serverIds.get(jobId, jobId)))
-        except RemoteError:
-            return False
+    def askCancel(self, serverId: str) -> bool:
+        """Ask the server to stop job `serverId`; False when it does not know the id (it then refuses it when it
+        arrives) or cannot cancel. A request lost on the network is sent again about every second for CANCEL_GRACE_S."""
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        while True:
+            try:
+                return bool(self.client.cancel(serverId))
+            except RemoteError as exc:
+                if exc.status is not None or time.monotonic() + STATUS_INTERVAL_S > deadline:  # answered, or too late
+                    return False
+            time.sleep(STATUS_INTERVAL_S)
 
     def cancel(self) -> None:
-        """Stop the run: the server stops the job; if it cannot, the request is abandoned (its answer is dropped)."""
+        """Stop the run without waiting on the network (the GUI calls this): a thread asks the server to stop the
+        job (its id and its upload's); the run ends when the server ends the request, at once when the server
+        knows neither id or cannot be asked, and CANCEL_GRACE_S from now at the latest (a late answer is dropped)."""
         jobId = self._jobId
         if not jobId or self._cancelDeadline is not None:
             return
-        if self.askCancel(jobId):
-            self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
-        else:  # the run ends now; the server may not know the job yet (still uploading): keep asking a while
-            self._events.put((jobId, "abandoned", None))
-            threading.Thread(target=self._keepAskingCancel, args=(jobId,), daemon=True).start()
+        self._cancelDeadline = time.monotonic() + CANCEL_GRACE_S
+        serverIds = (jobId, self._uploadIds[jobId])
+        threading.Thread(target=self._sendCancel, args=(jobId, serverIds), name=f"SATSegment cancel {jobId}",
+                         daemon=True).start()
 
-    def _keepAskingCancel(self, jobId: str) -> None:
-        """Thread: ask the server to cancel an abandoned job about every second, until it knows it or the grace ends."""
-        deadline = time.monotonic() + CANCEL_GRACE_S
-        while time.monotonic() < deadline and not self.askCancel(jobId):
-            time.sleep(STATUS_INTERVAL_S)
+    def _sendCancel(self, jobId: str, serverIds: tuple[str, ...]) -> None:
+        """Thread: cancel every id of the run on the server; when it knew none (e.g. the upload still arriving), the
+        run ends now: the server remembers the ids as cancelled and refuses them when they arrive."""
+        known = [self.askCancel(serverId) for serverId in serverIds]  # every id is asked
+        if not any(known):
+            self._events.put((jobId, "abandoned", None))
 
     def poll(self) -> None:
         """Deliver what the threads reported, in this (the main) thread."""
@@ -163,11 +182,12 @@ class RemoteRunner(RunnerBase):
         if kind == "status":
             if payload.get("state") != "unknown":  # not on the server yet (uploading): what was said stays
                 self.onProgress({"event": "progress", "stage": "server", "state": payload.get("state", ""),
-                                 "position": payload.get("position", 0), "fraction": None,
+                                 "position": payload.get("position", 0), "fraction": payload.get("fraction"),
                                  "message": payload.get("message") or _statusText(payload)})
             return
         self._done.set()
         self._serverIds.pop(self._jobId, None)
+        self._uploadIds.pop(self._jobId, None)
         if kind == "result":
             (self._workDir / RESULT_FILE).write_bytes(payload.data)
             params = payload.params

@@ -170,8 +170,8 @@ class RunnerBase:
                 node.GetScene().RemoveNode(node)
             return RunOutcome("error", error=_error("result_unreadable", f"The result could not be loaded: {exc}",
                                                     "", str(exc)), warnings=self._warnings)
-        if created or not node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()):
-            dicomlinks.linkToSource(node, request.volumeNode)
+        if node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()) in (None, "", request.volumeNode.GetID()):
+            dicomlinks.linkToSource(node, request.volumeNode)  # not one the user made on another volume
         self._warnNamesMissing(event.get("segments", []))
         return RunOutcome("done", node, report, event.get("segments", []), event.get("timings", {}),
                           warnings=self._warnings, createdNode=created, outputReplaced=outputRemoved)

@@ -154,22 +154,44 @@ def _numberedName(segmentation: slicer.vtkSegmentation, name: str) -> str:
     return f"{name} ({number})"
 
 
-def _replaceableCopies(segmentation: slicer.vtkSegmentation, name: str) -> list[str]:
-    """Unedited segments this module made for `name` before (named `name` or `name (n)`)."""
-    numbered = re.compile(re.escape(name) + r"( \(\d+\))?")
+def _numbered(name: str) -> re.Pattern:
+    """`name` or `name (n)`: the names a structure's segment gets in one segmentation."""
+    return re.compile(re.escape(name) + r"( \(\d+\))?")
+
+
+def _term(segment: slicer.vtkSegment) -> str:
+    """The SAT term the module tagged the segment with ('' for a segment it did not make)."""
+    term = vtk.reference("")
+    return str(term) if segment.GetTag(TAG_TERM, term) else ""
+
+
+def _replaceableCopies(segmentation: slicer.vtkSegmentation, name: str, term: str) -> list[str]:
+    """Unedited segments this module made for the structure before: named `name` (or `name (n)`), or tagged with
+    its SAT term `term` and named as another naming choice names it (made before the user switched naming)."""
+    from SATSegmentLib.vocabulary.tg263 import NAME_SCHEMES, structure_name
+
+    otherNames = [_numbered(structure_name(term, scheme)) for scheme in NAME_SCHEMES] if term else []
+
+    def sameStructure(segment: slicer.vtkSegment) -> bool:
+        segmentName = segment.GetName()
+        return bool(_numbered(name).fullmatch(segmentName)
+                    or (_term(segment) == term and any(other.fullmatch(segmentName) for other in otherNames)))
+
     return [i for i in _segmentIds(segmentation)
-            if numbered.fullmatch(segmentation.GetSegment(i).GetName()) and isUneditedModuleSegment(segmentation.GetSegment(i))]
+            if sameStructure(segmentation.GetSegment(i)) and isUneditedModuleSegment(segmentation.GetSegment(i))]
 
 
-def _decide(policy: ConflictPolicy, segmentation: slicer.vtkSegmentation, name: str) -> tuple[ConflictPolicy, list[str]]:
-    """The action for a new segment called `name`, and the segments it replaces.
+def _decide(policy: ConflictPolicy, segmentation: slicer.vtkSegmentation, name: str,
+            term: str) -> tuple[ConflictPolicy, list[str]]:
+    """The action for a new segment called `name` (for SAT term `term`), and the segments it replaces.
 
-    AUTO replaces this module's unedited earlier results for that name (so re-runs do not pile up
-    copies) and otherwise keeps both; the explicit policies act on the segments of exactly that name.
+    AUTO replaces this module's unedited earlier results for that structure, under either naming choice (so
+    re-runs do not pile up copies) and otherwise keeps both; the explicit policies act on the segments of
+    exactly that name.
     """
     sameName = _segmentIdsNamed(segmentation, name)
     if policy is ConflictPolicy.AUTO:
-        replaceable = _replaceableCopies(segmentation, name)
+        replaceable = _replaceableCopies(segmentation, name, term)
         if replaceable:
             return ConflictPolicy.REPLACE, replaceable
         return ConflictPolicy.KEEP_BOTH, sameName
@@ -200,13 +222,14 @@ def importResults(
             segment.SetTag(TAG_CHECKSUM, segmentChecksum(segment))
             segment.SetName(structureName(segment, names))
             name = segment.GetName()
-            action, existing = _decide(ConflictPolicy(policy), target, name)
+            action, existing = _decide(ConflictPolicy(policy), target, name, _term(segment))
             if action is ConflictPolicy.SKIP:
                 report.skipped.append(name)
                 continue
             if action is ConflictPolicy.REPLACE:
                 segmentId = existing[0]
-                segment.SetName(target.GetSegment(segmentId).GetName())
+                if _numbered(name).fullmatch(target.GetSegment(segmentId).GetName()):  # keeps its number
+                    segment.SetName(target.GetSegment(segmentId).GetName())  # (the other naming choice's: the new name)
                 position = target.GetSegmentIndex(segmentId)
                 for oldId in existing:
                     if oldId in report.orderBefore and oldId not in report.previous:  # there before this import
@@ -232,8 +255,8 @@ def structureName(segment: slicer.vtkSegment, names: str) -> str:
     one) or SAT's term, from the segment's term tag (its own name when it has no tag)."""
     from SATSegmentLib.vocabulary.tg263 import structure_name
 
-    term = vtk.reference("")
-    return structure_name(str(term), names) if segment.GetTag(TAG_TERM, term) else segment.GetName()
+    term = _term(segment)
+    return structure_name(term, names) if term else segment.GetName()
 
 
 def loadTerminologyContexts(terminologiesLogic: slicer.vtkSlicerTerminologiesModuleLogic, folder: Path) -> list[str]:

@@ -42,13 +42,22 @@ class ResultsPanel(PanelPart):
         ui.removeSegmentsButton.enabled = ui.removeAllSegmentsButton.enabled = hasSegments and not running
         lastOutcome = self.widget.run.lastOutcome
         ui.undoButton.enabled = not running and lastOutcome is not None and lastOutcome.canUndo
-        exportable = hasSegments and bool(dicomlinks.exportItem(output))
-        ui.exportDicomButton.enabled = exportable and not running
-        ui.exportDicomButton.toolTip = (
-            _("Open Slicer's DICOM export for the output segmentation: DICOM SEG needs the QuantitativeReporting "
-              "extension, RTSTRUCT the SlicerRT extension.") if exportable
-            else _("Available for results on a volume loaded from DICOM (Slicer's DICOM module): the export needs its "
-                   "DICOM study."))
+        blocker = dicomlinks.whyNotExportable(output)
+        ui.exportDicomButton.enabled = not blocker and not running
+        ui.exportDicomButton.toolTip = self.exportToolTip(blocker)
+
+    @staticmethod
+    def exportToolTip(blocker: str) -> str:
+        """What Export to DICOM does, or why it is unavailable (a `dicomlinks.whyNotExportable` code)."""
+        if blocker == "no_segments":
+            return _("Available once the output segmentation has segments.")
+        if blocker == "not_linked":
+            return _("The output segmentation is not linked to its volume's DICOM study yet: Apply on that volume links it.")
+        if blocker == "not_dicom":
+            return _("Available for results on a volume loaded from DICOM (Slicer's DICOM module): the export needs its "
+                     "DICOM study.")
+        return _("Open Slicer's DICOM export for the output segmentation: DICOM SEG needs the QuantitativeReporting "
+                 "extension, RTSTRUCT the SlicerRT extension.")
 
     def onOutputChanged(self, node) -> None:
         if self.observedSegmentation is not None:

@@ -48,7 +48,7 @@ class RunPanel(PanelPart):
             return
         self.lastOutcome = None
         self.ui.progressBar.setValue(0)
-        self.ui.statusLabel.text = _("Sending the volume to {url}...").format(url=server.url) if server else _("Starting...")
+        self.ui.statusLabel.text = _("Contacting {url}...").format(url=server.url) if server else _("Starting...")
         self.widget.setProcessingState()
 
     def _packagesHere(self) -> bool:
@@ -77,6 +77,8 @@ class RunPanel(PanelPart):
     def onRunProgress(self, event: dict) -> None:
         if event.get("stage") == "server":
             self.ui.statusLabel.text = self.serverStateText(event)
+            if event.get("fraction") is not None:  # the running job's progress, when the server tells it
+                self.ui.progressBar.setValue(int(100 * event["fraction"]))
             if event.get("state") in SCAN_TRANSFERS:  # the Log keeps how the scan reached the server, and why
                 self.widget.appendLog(_("Server: {message}").format(message=event.get("message", "")))
             return

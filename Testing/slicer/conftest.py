@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import os
+import socket
 import sys
 import threading
 import time
@@ -345,3 +346,30 @@ def label_server(tmp_path_factory, tiny_model_dir):
         pytest.fail(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def silent_server():
+    """The URL of a server that accepts every connection and never answers (a hung or overloaded server)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in held:  # the clients still waiting get a closed connection and end
+        connection.close()
+    listener.close()

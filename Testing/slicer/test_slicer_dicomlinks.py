@@ -55,3 +55,16 @@ def test_instance_uids_without_a_study_are_not_enough(scene, ct_volume):
     hierarchy.CreateItem(hierarchy.GetSceneItemID(), ct_volume)
     node = segments.createOutputSegmentation(ct_volume)
     assert not dicomlinks.linkToSource(node, ct_volume) and dicomlinks.exportItem(node) == 0
+
+
+def test_why_export_is_unavailable(scene, ct_volume, small_ct):
+    node = segments.createOutputSegmentation(ct_volume)
+    assert dicomlinks.whyNotExportable(None) == dicomlinks.whyNotExportable(node) == "no_segments"
+    node.GetSegmentation().AddEmptySegment("", "liver")
+    assert dicomlinks.whyNotExportable(node) == "not_dicom"
+    _fromDicom(scene, ct_volume)
+    assert dicomlinks.whyNotExportable(node) == "not_linked"  # e.g. made in the Segment Editor on the DICOM volume
+    dicomlinks.linkToSource(node, ct_volume)
+    assert dicomlinks.whyNotExportable(node) == ""
+    node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), small_ct.GetID())
+    assert dicomlinks.whyNotExportable(node) == ""  # linked once: the study and UIDs stay with the segmentation

@@ -4,6 +4,8 @@ result lands on the volume's grid exactly as the uploaded volume's result does; 
 
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +60,10 @@ class _SpyClient(LabelServerClient):
         super().__init__(url, timeout=RUN_TIMEOUT)
         self.infer_bytes: list[int] = []
 
-    def _request(self, method, path, body=None, content_type=None):
+    def _request(self, method, path, body=None, content_type=None, timeout=None):
         if path.startswith("/infer/"):
             self.infer_bytes.append(len(body))
-        return super()._request(method, path, body, content_type)
+        return super()._request(method, path, body, content_type, timeout)
 
 
 class _PacsDownClient(_SpyClient):
@@ -71,8 +73,8 @@ class _PacsDownClient(_SpyClient):
         raise RemoteError("The server's datastore failed to deliver it: connection refused", status=502, code="datastore_error")
 
 
-def _run(url: str, tmp_path: Path, request: RunRequest, clientClass: type = _SpyClient):
-    """(outcome, client, progress events) of one remote run."""
+def _run(url: str, tmp_path: Path, request: RunRequest, clientClass: type = _SpyClient, status: str = "done"):
+    """(outcome, client, progress events) of one remote run, which ended with `status`."""
     from SATSegmentLib import __version__
 
     client, progress, outcomes = clientClass(url), [], []
@@ -81,7 +83,7 @@ def _run(url: str, tmp_path: Path, request: RunRequest, clientClass: type = _Spy
     runner = RemoteRunner(client, progress.append, outcomes.append, str(runs), __version__)
     runner.start(request)
     runner.waitUntilFinished(RUN_TIMEOUT)
-    assert len(outcomes) == 1 and outcomes[0].status == "done", outcomes and outcomes[0].error
+    assert len(outcomes) == 1 and outcomes[0].status == status, outcomes and outcomes[0].error
     return outcomes[0], client, [event["message"] for event in progress]
 
 
@@ -146,6 +148,8 @@ def test_only_an_unchanged_volume_loaded_from_dicom_names_its_series(scene, pacs
     assert dicomSeries(volume) is None
 
 
+@pytest.mark.xfail(strict=True, reason="the server answers bad_input for a series it cannot read until the server "
+                   "part of interface (A) (series_unreadable, branch srvfix) is merged; remove this mark then")
 def test_a_series_the_server_cannot_read_from_the_pacs_is_uploaded_instead(scene, pacs_server, tmp_path):
     import pydicom
     from pydicom.uid import generate_uid
@@ -166,3 +170,69 @@ def test_a_series_the_server_cannot_read_from_the_pacs_is_uploaded_instead(scene
     assert len(uploading) == 1 and uploading[0].startswith("uploading the volume (the server could not read the series "
                                                            "from the PACS: "), said
     assert outcome.segments and outcome.segments[0]["term"] == "liver"
+
+
+def test_the_users_own_error_on_the_pacs_path_is_reported_and_nothing_uploaded(scene, pacs_server, tmp_path):
+    server, series, folder, _ = pacs_server
+    volume = _loadedFromDicom(scene, folder, series)
+    roi = _roi(scene, volume)
+    roi.SetCenter([coordinate + 5000.0 for coordinate in roi.GetCenter()])  # drawn far from the scan
+    outcome, client, said = _run(server.url, tmp_path, RunRequest(volume, ["liver"], "ct", roiNode=roi), status="error")
+    assert outcome.error["code"] == "bad_input" and "outside the image" in outcome.error["message"], outcome.error
+    assert len(client.infer_bytes) == 1 and client.infer_bytes[0] < 2000  # the series named, never uploaded
+    assert not [message for message in said if message.startswith("uploading")], said
+
+
+class _SeriesUnreadableClient(_SpyClient):
+    """Stand-in for the server's answer of interface (A) to a named series it cannot read from its PACS."""
+
+    def segment(self, *args, **kwargs):
+        self.job_ids = [*getattr(self, "job_ids", []), kwargs.get("job_id")]
+        if kwargs.get("image_id") is not None:
+            self.infer_bytes.append(0)
+            raise RemoteError("slice 11 of 20 is missing", status=422,
+                              code="series_unreadable")
+        return super().segment(*args, **kwargs)
+
+
+def test_a_series_the_server_says_it_cannot_read_is_uploaded_instead(scene, pacs_server, tmp_path):
+    server, series, folder, _ = pacs_server
+    outcome, client, said = _run(server.url, tmp_path, RunRequest(_loadedFromDicom(scene, folder, series), ["liver"], "ct"),
+                                 _SeriesUnreadableClient)
+    assert client.infer_bytes[0] == 0 and client.infer_bytes[1] > UPLOAD_BYTES and len(client.infer_bytes) == 2
+    assert said[0] == "the server reads the series from the PACS" and said[1] == (
+        "uploading the volume (the server could not read the series from the PACS: slice 11 of 20 is missing)")
+    assert outcome.segments[0]["term"] == "liver"
+
+
+class _CancelBeforeUpload(queue.Queue):
+    """The runner's event queue, cancelling the run the moment the runner says it will upload after a failed PACS
+    run (after it checked that the run was not cancelled, before the upload is sent) and waiting for the cancel."""
+
+    def __init__(self, runner: RemoteRunner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def put(self, item, *args, **kwargs) -> None:
+        super().put(item, *args, **kwargs)
+        jobId, kind, payload = item
+        if kind == "status" and payload.get("message", "").startswith("uploading the volume (the server could not"):
+            self.runner.cancel()
+            thread = next(t for t in threading.enumerate() if t.name == f"SATSegment cancel {jobId}")
+            thread.join(10)
+
+
+def test_an_upload_replacing_a_failed_pacs_run_after_cancel_is_refused_by_the_server(scene, pacs_server, tmp_path):
+    from SATSegmentLib import __version__
+
+    server, series, folder, _ = pacs_server
+    client, outcomes = _SeriesUnreadableClient(server.url), []
+    (tmp_path / "runs").mkdir()
+    runner = RemoteRunner(client, lambda event: None, outcomes.append, str(tmp_path / "runs"), __version__)
+    runner._events = _CancelBeforeUpload(runner)
+    runner.start(RunRequest(_loadedFromDicom(scene, folder, series), ["liver"], "ct"))
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert [outcome.status for outcome in outcomes] == ["cancelled"]
+    assert len(client.infer_bytes) == 2 and client.job_ids[0] != client.job_ids[1]  # the upload was sent, with its id
+    assert client.status(client.job_ids[1])["state"] == "cancelled"  # and refused: it never ran
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0

@@ -6,6 +6,7 @@ prompt (suggestions), no server at the address, another server version, cancel."
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,26 @@ def test_sat_names_and_a_new_segmentation_referencing_the_volume(scene, small_ct
     assert [s["term"] for s in outcome.segments] == ["liver", "spleen"]
 
 
+def test_a_segmentation_the_user_made_on_the_dicom_volume_is_linked_for_export_one_on_another_volume_is_not(
+        scene, small_ct, ct_volume, label_server, tmp_path):
+    from SATSegmentSlicerLib import dicomlinks
+
+    small_ct.SetAttribute(dicomlinks.INSTANCE_UIDS, "1.2.826.0.1.3680043.8.498.1")  # as Slicer's DICOM loader leaves it
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    study = hierarchy.CreateStudyItem(hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "patient"), "study")
+    hierarchy.CreateItem(study, small_ct)
+    mine, onOther = (scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name) for name in ("mine", "on the whole CT"))
+    mine.SetReferenceImageGeometryParameterFromVolumeNode(small_ct)  # as the Segment Editor does
+    onOther.SetReferenceImageGeometryParameterFromVolumeNode(ct_volume)
+    runner = _runner(label_server.url, tmp_path)
+    for node in (mine, onOther):
+        assert _run(runner, RunRequest(small_ct, ["liver"], "ct", outputSegmentationNode=node)).status == "done"
+        runner.outcomes.clear()
+    assert dicomlinks.whyNotExportable(mine) == "" and hierarchy.GetItemParent(hierarchy.GetItemByDataNode(mine)) == study
+    assert dicomlinks.whyNotExportable(onOther) == "not_dicom"  # its own volume is no DICOM volume: left as it was
+    assert onOther.GetNodeReference(onOther.GetReferenceImageGeometryReferenceRole()) is ct_volume
+
+
 def test_an_unknown_prompt_ends_as_an_error_with_suggestions(scene, small_ct, label_server, tmp_path):
     runner = _runner(label_server.url, tmp_path)
     outcome = _run(runner, RunRequest(small_ct, ["lefft lung upper"], "ct"))
@@ -131,21 +152,28 @@ def test_cancel_of_a_running_job_stops_it_on_the_server(scene, ct_volume, label_
     runner.cancel()
     runner.waitUntilFinished(RUN_TIMEOUT)
     assert [o.status for o in runner.outcomes] == ["cancelled"]
+    deadline = time.monotonic() + 60  # the run ends CANCEL_GRACE_S after Cancel at the latest; the job ends between windows
+    while runner.client.status(jobId)["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert runner.client.status(jobId)["state"] == "cancelled"  # stopped there, not merely abandoned here
 
 
 class _CancellingClient(LabelServerClient):
-    """The real client; the cancel and status routes of remote.py's API recorded as the runner calls them."""
+    """The real client; the cancel and status routes of remote.py's API recorded as the runner calls them.
+    `known`: how cancel answers (True: the server's answer, False: it does not know the id, None: no cancel route);
+    the first `lost` cancels are lost on the network."""
 
-    def __init__(self, url: str, known: bool) -> None:
+    def __init__(self, url: str, known: bool | None, lost: int = 0) -> None:
         super().__init__(url, timeout=RUN_TIMEOUT)
-        self.known, self.cancelled, self.asked = known, [], []
+        self.known, self.lost, self.cancelled, self.asked = known, lost, [], []
 
     def cancel(self, job_id: str) -> bool:
         self.cancelled.append(job_id)
-        if not self.known:
+        if len(self.cancelled) <= self.lost:
+            raise RemoteError(f"Cannot reach {self.url}: connection reset.")  # no HTTP status: the network
+        if self.known is None:
             raise RemoteError("The server answered HTTP 404: Not Found", status=404)
-        return self.known is True or len(self.cancelled) > 2  # 'later': known from the third question on
+        return super().cancel(job_id) if self.known else False
 
     def status(self, job_id: str) -> dict:
         self.asked.append(job_id)
@@ -156,30 +184,43 @@ class _CancellingClient(LabelServerClient):
         return super().segment(*args, **kwargs)
 
 
-def test_cancel_asks_the_server_for_its_job_and_falls_back_to_abandoning_on_404(scene, small_ct, label_server, tmp_path):
-    client = _CancellingClient(label_server.url, known=False)
+def _cancelling(jobId: str) -> bool:
+    return any(thread.name == f"SATSegment cancel {jobId}" for thread in threading.enumerate())
+
+
+def _cancelThreadsEnd(jobId: str, seconds: float) -> bool:
+    """The runner's thread cancelling `jobId` has ended within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while _cancelling(jobId) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return not _cancelling(jobId)
+
+
+@pytest.mark.parametrize("known", [None, False], ids=["no cancel route", "job not known yet"])
+def test_cancel_of_a_job_the_server_cannot_cancel_or_does_not_know_yet_ends_the_run_at_once_asking_once(
+        known, scene, small_ct, label_server, tmp_path):
+    client = _CancellingClient(label_server.url, known=known)  # not known yet: e.g. still receiving the upload
     runner = _runner(label_server.url, tmp_path, client=client)
     jobId = runner.start(RunRequest(small_ct, ["liver"], "ct"))
     runner.cancel()
-    runner.waitUntilFinished(RUN_TIMEOUT)
-    assert set(client.cancelled) == {jobId} and [o.status for o in runner.outcomes] == ["cancelled"]
-
-
-def test_a_job_the_server_does_not_know_yet_is_abandoned_and_cancelled_once_it_knows_it(scene, small_ct, label_server,
-                                                                                          tmp_path, monkeypatch):
-    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.01)
-    client = _CancellingClient(label_server.url, known="later")  # e.g. still receiving the upload
-    runner = _runner(label_server.url, tmp_path, client=client)
-    jobId = runner.start(RunRequest(small_ct, ["liver"], "ct"))
-    runner.cancel()
+    assert _cancelThreadsEnd(jobId, 2)
     runner.poll()
     assert [o.status for o in runner.outcomes] == ["cancelled"] and not runner.busy  # at once, for the user
-    deadline = time.monotonic() + 10
-    while len(client.cancelled) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert client.cancelled == [jobId] * 3  # asked again until the server knew the job, then no more
-    time.sleep(0.1)
-    assert len(client.cancelled) == 3
+    assert client.cancelled[0] == jobId and len(set(client.cancelled)) == len(client.cancelled) == 2  # and its upload id
+    runner.waitUntilFinished(1)  # (the server remembers an unknown id as cancelled: nothing to ask again)
+    assert len(client.cancelled) == 2
+
+
+def test_a_cancel_lost_on_the_network_is_sent_again(scene, small_ct, label_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.01)
+    client = _CancellingClient(label_server.url, known=True, lost=2)
+    runner = _runner(label_server.url, tmp_path, client=client)
+    jobId = runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.cancel()
+    assert _cancelThreadsEnd(jobId, 2)
+    assert client.cancelled[:3] == [jobId] * 3 and len(client.cancelled) == 4  # then its upload id, once
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert [o.status for o in runner.outcomes] == ["cancelled"]
 
 
 def test_a_server_that_accepted_cancel_but_answers_late_is_left_behind(scene, small_ct, label_server, tmp_path, monkeypatch):
@@ -212,3 +253,23 @@ def test_queue_position_is_reported_as_progress(scene, small_ct, label_server, t
     assert client.asked and set(client.asked) == {jobId}
     assert [e["message"] for e in runner.events[:2]] == ["uploading the volume", "waiting: 2 jobs ahead"]
     assert runner.events[1]["state"] == "queued" and runner.events[1]["position"] == 2
+    assert runner.events[1]["fraction"] is None
+
+
+class _ProgressClient(_CancellingClient):
+    """Stand-in for the status of a running job with its progress (interface B), until the server reports it."""
+
+    def status(self, job_id: str) -> dict:
+        self.asked.append(job_id)
+        return {"job_id": job_id, "state": "running", "position": 0, "fraction": min(0.9, 0.1 * len(self.asked))}
+
+
+def test_the_servers_progress_of_a_running_job_is_the_runs_fraction(scene, small_ct, label_server, tmp_path, monkeypatch):
+    monkeypatch.setattr(remoterunner, "STATUS_INTERVAL_S", 0.01)
+    runner = _runner(label_server.url, tmp_path, client=_ProgressClient(label_server.url, known=True))
+    runner.start(RunRequest(small_ct, ["liver"], "ct"))
+    runner.waitUntilFinished(RUN_TIMEOUT)
+    assert runner.outcomes[0].status == "done", runner.outcomes[0].error
+    fractions = [event["fraction"] for event in runner.events if event["state"] == "running"]
+    assert fractions and fractions[0] == pytest.approx(0.1) and fractions == sorted(fractions)
+    assert [event["message"] for event in runner.events[1:3]] == ["running", "running"]

@@ -109,6 +109,27 @@ def test_unedited_module_segments_are_replaced_in_place(ct_volume, result_file):
     assert report.added == first.added  # same segment ids: displays and references stay valid
 
 
+@pytest.mark.parametrize("first, second", [("sat", "tg263"), ("tg263", "sat")])
+def test_a_rerun_under_the_other_naming_choice_replaces_unedited_results_and_takes_the_new_names(
+        ct_volume, result_file, first, second):
+    path, _ = result_file
+    node = segments.createOutputSegmentation(ct_volume)
+    before = segments.importResults(node, str(path), names=first)
+    report = segments.importResults(node, str(path), names=second)
+    assert _names(node) == {"sat": ["liver", "spleen"], "tg263": ["Liver", "Spleen"]}[second]  # no liver next to Liver
+    assert report.added == before.added and not report.keptBoth
+
+
+def test_a_result_the_user_renamed_is_kept_when_the_naming_choice_changes(ct_volume, result_file):
+    path, _ = result_file
+    node = segments.createOutputSegmentation(ct_volume)
+    segments.importResults(node, str(path))
+    segmentation = node.GetSegmentation()
+    segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("liver")).SetName("liver, before surgery")
+    report = segments.importResults(node, str(path), names="tg263")
+    assert _names(node) == ["liver, before surgery", "Spleen", "Liver"] and report.replaced == ["Spleen"]
+
+
 def test_user_edited_segment_is_kept_and_new_one_numbered(ct_volume, result_file):
     path, masks = result_file
     node = segments.createOutputSegmentation(ct_volume)

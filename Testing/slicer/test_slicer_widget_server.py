@@ -5,6 +5,7 @@ on 127.0.0.1 (Test connection, a run whose result is imported with TG-263 names,
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -98,11 +99,15 @@ def test_the_naming_choice_is_kept_in_the_parameter_node(panel):
 def test_export_to_dicom_is_offered_only_for_a_dicom_study(ct_block, panel, slicer_env):
     ui = panel.ui
     output = segments.createOutputSegmentation(ct_block)
-    output.GetSegmentation().AddEmptySegment("", "liver")
     ui.outputSegmentationSelector.setCurrentNode(output)
+    panel.process()
+    assert not ui.exportDicomButton.enabled and "has segments" in ui.exportDicomButton.toolTip
+    output.GetSegmentation().AddEmptySegment("", "liver")
     panel.process()
     assert not ui.exportDicomButton.enabled and "loaded from DICOM" in ui.exportDicomButton.toolTip
     study = _fromDicom(slicer_env.scene, ct_block)
+    panel.widget.setProcessingState()
+    assert not ui.exportDicomButton.enabled and "Apply on that volume links it" in ui.exportDicomButton.toolTip
     assert dicomlinks.linkToSource(output, ct_block)
     panel.widget.setProcessingState()
     assert ui.exportDicomButton.enabled and "QuantitativeReporting" in ui.exportDicomButton.toolTip
@@ -172,7 +177,7 @@ def test_a_run_on_the_server_imports_tg263_names_into_the_volumes_study(on_serve
         panel.type(ui.promptLineEdit, text)
         panel.key(ui.promptLineEdit, QtCore.Qt.Key_Return)
     panel.click(ui.applyButton)
-    assert ui.applyButton.text == "Cancel" and ui.statusLabel.text.startswith("Sending the volume to http://127.0.0.1")
+    assert ui.applyButton.text == "Cancel" and ui.statusLabel.text.startswith("Contacting http://127.0.0.1")
     assert not ui.computeOnComboBox.enabled
     panel.screenshot("server-running")
     _wait_for_run(panel)
@@ -199,12 +204,38 @@ def test_cancel_on_the_server_leaves_the_scene_as_it_was(on_server):
     assert panel.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
 
 
+@pytest.mark.parametrize("stop", ["Cancel", "closing the module"])
+def test_cancel_and_closing_the_module_never_wait_for_a_server_that_does_not_answer(stop, ct_block, panel, silent_server):
+    from SATSegmentSlicerLib import remoterunner
+
+    ui = panel.ui
+    _choose(ui.computeOnComboBox, "server")
+    panel.type(ui.serverUrlLineEdit, silent_server)
+    ui.serverUrlLineEdit.editingFinished.emit()
+    panel.type(ui.promptLineEdit, "liver")
+    panel.click(ui.applyButton)
+    panel.process(0.3)  # the run waits for the server's answer
+    started = time.monotonic()
+    if stop == "Cancel":
+        panel.click(ui.applyButton)
+    else:
+        panel.widget.exit()
+        panel.widget.cleanup()
+    assert time.monotonic() - started < 0.5  # Slicer's GUI thread was not held
+    panel.waitUntil(lambda: not panel.logic.running, remoterunner.CANCEL_GRACE_S + 1, "the end of the run")
+    assert panel.scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+    if stop == "Cancel":
+        panel.process(0.1)
+        assert "Cancelled" in ui.statusLabel.text and ui.applyButton.text == "Apply"
+
+
 def test_server_progress_and_an_unknown_prompt_as_the_user_sees_them(on_server):
     panel, ui = on_server, on_server.ui
-    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "queued", "position": 2})
-    assert ui.statusLabel.text == "Server: waiting, 2 jobs ahead."
-    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "running", "position": 0})
-    assert ui.statusLabel.text == "Server: running."
+    ui.progressBar.setValue(0)
+    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "queued", "position": 2, "fraction": None})
+    assert ui.statusLabel.text == "Server: waiting, 2 jobs ahead." and ui.progressBar.value == 0
+    panel.logic.onRunProgress({"event": "progress", "stage": "server", "state": "running", "position": 0, "fraction": 0.4})
+    assert ui.statusLabel.text == "Server: running." and ui.progressBar.value == 40  # the server's progress
     for state, status, logged in (
             ("reading from the PACS", "Server: reading the series from its PACS (nothing uploaded).", "reads the series"),
             ("uploading", "Server: uploading the volume.", "could not read the series")):

@@ -148,8 +148,6 @@ def test_only_an_unchanged_volume_loaded_from_dicom_names_its_series(scene, pacs
     assert dicomSeries(volume) is None
 
 
-@pytest.mark.xfail(strict=True, reason="the server answers bad_input for a series it cannot read until the server "
-                   "part of interface (A) (series_unreadable, branch srvfix) is merged; remove this mark then")
 def test_a_series_the_server_cannot_read_from_the_pacs_is_uploaded_instead(scene, pacs_server, tmp_path):
     import pydicom
     from pydicom.uid import generate_uid

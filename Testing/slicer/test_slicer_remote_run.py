@@ -145,10 +145,12 @@ def test_cancel_of_a_running_job_stops_it_on_the_server(scene, ct_volume, label_
     runner = _runner(label_server.url, tmp_path)
     jobId = runner.start(RunRequest(ct_volume, ["liver", "spleen", "left kidney"], "ct"))  # the whole CT: many windows
     deadline = time.monotonic() + RUN_TIMEOUT
-    while not any(e.get("state") == "running" for e in runner.events) and runner.busy and time.monotonic() < deadline:
+    while not any((e.get("fraction") or 0) > 0 for e in runner.events) and runner.busy and time.monotonic() < deadline:
         runner.poll()
         time.sleep(0.05)
     assert runner.busy, "the job ended before it could be cancelled"
+    running = [e["fraction"] for e in runner.events if e.get("state") == "running"]
+    assert 0 < running[-1] < 1  # the server's own progress of the job reached the run's progress events
     runner.cancel()
     runner.waitUntilFinished(RUN_TIMEOUT)
     assert [o.status for o in runner.outcomes] == ["cancelled"]

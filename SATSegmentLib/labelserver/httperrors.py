@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..errors import (CancelledError, DeviceError, DownloadError, InputError, ModelError, OutOfMemoryError,
                       SATSegmentError, UnknownPromptError, as_user_error)
@@ -35,6 +37,18 @@ def http_error(exc: BaseException) -> tuple[int, dict]:
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
     body = error.to_dict()
     return status, {**body, "hint": as_param_hint(body["hint"])}
+
+
+@contextmanager
+def answered_as_http() -> Iterator[None]:
+    """Whatever fails inside answers this request only, as an HTTP error with our status and body."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every failure answers this request only; the server stays up
+        from fastapi import HTTPException  # the server's stack; the mapping above is used without it too
+
+        status, body = http_error(exc)
+        raise HTTPException(status_code=status, detail=body) from exc
 
 
 def as_param_hint(hint: str) -> str:

@@ -16,13 +16,14 @@ import logging
 import re
 
 import anyio
-from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, File, Form, Request, UploadFile
 from monailabel.config import settings
 from monailabel.endpoints.infer import ResultType, run_inference
 from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
-from .httperrors import http_error
+from ..server import BadRequestError
+from .httperrors import answered_as_http
 from .images import image_info
 from .jobs import Job, JobQueue
 
@@ -53,9 +54,10 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
                         output: ResultType | None = None, job_id: str = "", client_id: str = "",
                         user: User = Depends(user_role)):
         owner = _owner(user)
-        if file is None:
-            _refuse_a_path(image)
-        job = _answer_errors(jobs.submit, job_id or None, _client(owner, client_id, request), owner)
+        with answered_as_http():
+            if file is None:
+                _refuse_a_path(image)
+            job = jobs.submit(job_id or None, _client(owner, client_id, request), owner)
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, jobs, job))
         try:
             return await anyio.to_thread.run_sync(_run_bound, jobs, job, background_tasks, image, session_id, params,
@@ -69,11 +71,13 @@ def _router(jobs: JobQueue, threads: anyio.CapacityLimiter) -> APIRouter:
 
     @router.get(f"/{TASK}/jobs/{{job_id}}", name=f"{ROUTE_PREFIX}status", summary="A SAT job's state and queue position")
     async def job_status(job_id: str, user: User = Depends(user_role)) -> dict:
-        return _answer_errors(jobs.status, job_id, _owner(user))
+        with answered_as_http():
+            return jobs.status(job_id, _owner(user))
 
     @router.delete(f"/{TASK}/jobs/{{job_id}}", name=f"{ROUTE_PREFIX}cancel", summary="Cancel a SAT job, queued or running")
     async def cancel_job(job_id: str, user: User = Depends(user_role)) -> dict:
-        job = _answer_errors(jobs.cancel, job_id, _owner(user))
+        with answered_as_http():
+            job = jobs.cancel(job_id, _owner(user))
         logger.info("job %s cancelled by its client (%s)", job.id, job.state)
         return {"job_id": job.id, "state": "cancelled" if job.cancel.is_set() else job.state}
 
@@ -105,9 +109,8 @@ def _refuse_a_path(image: str) -> None:
     """Refuse an `image` that is a path: MONAI Label would read any file the server can, so clients name images of
     the datastore only (ids never hold a path separator) or upload theirs."""
     if image in (".", "..") or any(separator in image for separator in ("/", "\\")):
-        raise HTTPException(400, {"code": "bad_request", "exit_code": 2,
-                                  "message": f"'image' must be an image id of the server's datastore, not a path: {image[:80]!r}.",
-                                  "hint": "List the images with GET /datastore/?output=all, or upload the scan with the request."})
+        raise BadRequestError(f"'image' must be an image id of the server's datastore, not a path: {image[:80]!r}.",
+                              "List the images with GET /datastore/?output=all, or upload the scan with the request.")
 
 
 def _owner(user: User) -> str | None:
@@ -121,16 +124,8 @@ def _client(owner: str | None, client_id: str, request: Request) -> str:
         return f"user:{owner}"
     if client_id:
         if not CLIENT_ID.fullmatch(client_id):
-            raise HTTPException(400, {"code": "bad_request", "exit_code": 2, "message": "'client_id' must be 1 to 64 "
-                                      "letters, digits or ._:- characters.", "hint": "Let the client make it: uuid.uuid4().hex."})
+            raise BadRequestError("'client_id' must be 1 to 64 letters, digits or ._:- characters.",
+                                  "Let the client make it: uuid.uuid4().hex.")
         return f"client:{client_id}"
     return f"address:{request.client.host if request.client else 'unknown'}"
 
-
-def _answer_errors(function, *args):
-    """`function(*args)`, with our errors answered as HTTP errors with our body."""
-    try:
-        return function(*args)
-    except Exception as exc:  # noqa: BLE001 - every failure answers this request only
-        status, body = http_error(exc)
-        raise HTTPException(status_code=status, detail=body) from exc

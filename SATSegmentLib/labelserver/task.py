@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from .. import __version__
 from .engine import InferEngine
-from .httperrors import http_error
+from .httperrors import answered_as_http
 from .params import CLIENT_PARAMS, OUTPUT_FORMATS
 
 JOB_KEY = "satsegment_job_id"  # set by the app (never by the client) to the id of the job the request runs as
@@ -36,8 +35,5 @@ class SATInferTask(InferTask):
         return True
 
     def __call__(self, request: dict) -> tuple[str, dict]:
-        try:
+        with answered_as_http():
             return self.engine.infer(request, request.get("image", ""), request.get(JOB_KEY), request.get(SERIES_KEY))
-        except Exception as exc:  # noqa: BLE001 - every failure answers this request only; the server stays up
-            status, body = http_error(exc)
-            raise HTTPException(status_code=status, detail=body) from exc

@@ -9,7 +9,8 @@ RTSTRUCT through SlicerRT's DicomRtImportExportPlugin. Read in their sources:
   `DICOM.instanceUIDs`);
 * SlicerRT exports the items of one study: the segmentation must be in the study of its CT/MR series.
 
-So the module puts the segmentation in the volume's study and sets both references. Needs only MRML.
+So the module puts the segmentation in the volume's study and sets both references. `dicomSeries` reads the same
+links the other way, for a server run: the series a volume was loaded from. Needs only MRML.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import slicer
 
 INSTANCE_UIDS = "DICOM.instanceUIDs"  # the volume node attribute Slicer's DICOM loader sets
+SERIES_UID_TAG = "0020,000E"
 
 
 def _hierarchy(node: slicer.vtkMRMLNode) -> slicer.vtkMRMLSubjectHierarchyNode | None:
@@ -75,3 +77,18 @@ def whyNotExportable(segmentationNode: slicer.vtkMRMLSegmentationNode | None) ->
         return ""
     reference = segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
     return "not_linked" if dicomStudyItem(reference) else "not_dicom"
+
+
+def dicomSeries(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int] | None:
+    """(SeriesInstanceUID, number of instances) of a volume Slicer loaded from DICOM and that is unchanged since
+    (its voxels and grid are the series'); None otherwise. The UID is the subject hierarchy's, else the database's."""
+    instances = (volumeNode.GetAttribute(INSTANCE_UIDS) or "").split()
+    if not instances or volumeNode.GetModifiedSinceRead():
+        return None
+    hierarchy = _hierarchy(volumeNode)
+    item = hierarchy.GetItemByDataNode(volumeNode) if hierarchy is not None else 0
+    uid = hierarchy.GetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName()) if item else ""
+    database = getattr(slicer, "dicomDatabase", None)
+    if not uid and database is not None:
+        uid = database.instanceValue(instances[0], SERIES_UID_TAG)
+    return (uid, len(instances)) if uid else None

@@ -19,14 +19,11 @@ import threading
 import time
 from typing import Callable
 
-import slicer
-
-from .dicomlinks import INSTANCE_UIDS
+from .dicomlinks import dicomSeries
 from .remote import LabelServerClient, RemoteError, RemoteResult, new_job_id
 from .runner import RESULT_FILE, FinishedCallback, ProgressCallback, RunnerBase, RunRequest
 
 STATUS_INTERVAL_S = 1.0
-SERIES_UID_TAG = "0020,000E"
 # what the server answers when it cannot read a series from its PACS (cannot read it, its PACS failed, no longer has
 # it): the volume is uploaded instead; never on the user's own errors (bad_input: e.g. an ROI outside the image)
 PACS_FAILURES = ("series_unreadable", "datastore_error", "not_found")
@@ -211,21 +208,6 @@ class RemoteRunner(RunnerBase):
             self.cancel()
             self._events.put((self._jobId, "abandoned", None))
             self.poll()
-
-
-def dicomSeries(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> tuple[str, int] | None:
-    """(SeriesInstanceUID, number of instances) of a volume Slicer loaded from DICOM and that is unchanged since
-    (its voxels and grid are the series'); None otherwise. The UID is the subject hierarchy's, else the database's."""
-    instances = (volumeNode.GetAttribute(INSTANCE_UIDS) or "").split()
-    if not instances or volumeNode.GetModifiedSinceRead():
-        return None
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(volumeNode.GetScene())
-    item = hierarchy.GetItemByDataNode(volumeNode) if hierarchy is not None else 0
-    uid = hierarchy.GetItemUID(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMUIDName()) if item else ""
-    database = getattr(slicer, "dicomDatabase", None)
-    if not uid and database is not None:
-        uid = database.instanceValue(instances[0], SERIES_UID_TAG)
-    return (uid, len(instances)) if uid else None
 
 
 def _statusText(status: dict) -> str:

@@ -14,7 +14,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from SATSegmentSlicerLib.remote import LabelServerClient, RemoteError  # noqa: E402
-from SATSegmentSlicerLib.remoterunner import RemoteRunner, dicomSeries  # noqa: E402
+from SATSegmentSlicerLib.dicomlinks import dicomSeries  # noqa: E402
+from SATSegmentSlicerLib.remoterunner import RemoteRunner  # noqa: E402
 from SATSegmentSlicerLib.runner import RunRequest  # noqa: E402
 from test_slicer_results import _onVolumeGrid  # noqa: E402
 
